@@ -1,0 +1,1 @@
+//! The output stage: delivers transitions and dead letters.
