@@ -1,1 +1,384 @@
-//! config
+//! Settings: defaults, then a TOML file (`--config`), then `BULKWATCH_*`
+//! environment variables, then command-line flags; each layer wins over the
+//! one before it.
+//!
+//! Every setting has a default except the stream name, so the smallest
+//! working setup is `BULKWATCH_STREAM=name bulkwatch run`. AWS settings
+//! (region, credentials, endpoint) deliberately do not live here: they come
+//! from the standard AWS chain, so the worker behaves like every other AWS
+//! tool on ECS, on a laptop and against LocalStack.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Where reading starts in a shard that has no checkpoint yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// The oldest record still retained. The default, because job events
+    /// are few and each one matters: a worker started after Twilio began
+    /// writing should still see the jobs that were already running, and
+    /// reading a day of job events costs next to nothing.
+    #[default]
+    TrimHorizon,
+    /// Only records written after the worker first saw the shard.
+    Latest,
+    /// Records written at or after this instant.
+    AtTimestamp(OffsetDateTime),
+}
+
+impl FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "trim-horizon" => return Ok(Self::TrimHorizon),
+            "latest" => return Ok(Self::Latest),
+            _ => {}
+        }
+        let lower = s.to_ascii_lowercase();
+        if let Some(ts) = lower
+            .strip_prefix("at-timestamp=")
+            .or_else(|| lower.strip_prefix("at_timestamp="))
+        {
+            // Parse the original text, not the lowercased copy: RFC 3339
+            // requires an upper-case `T` and `Z` in some parsers.
+            let original = &s[s.len() - ts.len()..];
+            return OffsetDateTime::parse(original, &Rfc3339)
+                .map(Self::AtTimestamp)
+                .map_err(|e| format!("`{original}` is not an RFC 3339 timestamp ({e})"));
+        }
+        Err(format!(
+            "`{s}` is not a start position: use trim-horizon, latest or at-timestamp=<RFC3339>"
+        ))
+    }
+}
+
+impl fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TrimHorizon => f.write_str("trim-horizon"),
+            Self::Latest => f.write_str("latest"),
+            Self::AtTimestamp(t) => write!(
+                f,
+                "at-timestamp={}",
+                t.format(&Rfc3339).map_err(|_| fmt::Error)?
+            ),
+        }
+    }
+}
+
+impl Serialize for StartPosition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How logs are written (always to stderr; stdout belongs to transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal (ECS, CI), text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+/// GetRecords pacing for each shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollConfig {
+    /// Least time between two GetRecords calls on one shard. Kinesis allows
+    /// 5 calls/s per shard, shared by every consumer of the stream, so
+    /// 200 ms is the floor.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The longest wait between polls of an idle shard. The wait grows from
+    /// `interval` towards it while polls come back empty, and drops back
+    /// as soon as a record arrives.
+    #[serde(with = "humantime_serde")]
+    pub idle_interval: Duration,
+    /// Records asked for per GetRecords call (Kinesis allows 1..=10000).
+    /// Smaller batches bound the memory in flight per shard.
+    pub max_records: i32,
+    /// How often the shard list is refreshed to find new shards.
+    #[serde(with = "humantime_serde")]
+    pub shard_sync_interval: Duration,
+}
+
+impl Default for PollConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(200),
+            idle_interval: Duration::from_secs(1),
+            max_records: 1000,
+            shard_sync_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Timeouts for every AWS call. The SDK sets none by default, so a stalled
+/// connection would otherwise hang a shard forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsTimeouts {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    /// One HTTP attempt.
+    #[serde(with = "humantime_serde")]
+    pub attempt: Duration,
+    /// The whole operation, retries included.
+    #[serde(with = "humantime_serde")]
+    pub operation: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Every setting of the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The Kinesis stream to read (its name).
+    pub stream: Option<String>,
+    pub start_position: StartPosition,
+    /// Where the embedded store keeps checkpoints and job state.
+    pub state_dir: PathBuf,
+    /// How long the state of a job in a terminal status is kept.
+    #[serde(with = "humantime_serde")]
+    pub terminal_ttl: Duration,
+    /// Time allowed for draining on SIGTERM/SIGINT before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `bulkwatch=debug,aws=warn`.
+    pub log_level: String,
+    pub poll: PollConfig,
+    pub aws_timeouts: AwsTimeouts,
+    #[serde(skip)]
+    pub outputs: crate::output::OutputsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            start_position: StartPosition::default(),
+            state_dir: PathBuf::from("bulkwatch-state"),
+            terminal_ttl: Duration::from_secs(7 * 24 * 3600),
+            shutdown_grace: Duration::from_secs(25),
+            log_format: LogFormat::Auto,
+            log_level: "info".to_owned(),
+            poll: PollConfig::default(),
+            aws_timeouts: AwsTimeouts::default(),
+            outputs: Default::default(),
+        }
+    }
+}
+
+/// A bad setting: its one-line message names the setting and where it came
+/// from.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the layers: defaults, the TOML file, `BULKWATCH_*`, then the
+    /// given command-line overrides (only flags the user actually passed).
+    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // `__` separates nesting, e.g. BULKWATCH_POLL__INTERVAL=500ms.
+        // BULKWATCH_CONFIG names the file itself and is not a setting.
+        let env = Env::prefixed("BULKWATCH_")
+            .split("__")
+            .filter(|k| k.as_str() != "config");
+        fig = fig.merge(env).merge(Serialized::defaults(overrides));
+        let config: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The stream name, which has no default.
+    pub fn stream(&self) -> Result<&str, ConfigError> {
+        self.stream.as_deref().ok_or_else(|| {
+            ConfigError(
+                "`stream` is not set: pass --stream, set BULKWATCH_STREAM, or put `stream = \"...\"` in the config file"
+                    .to_owned(),
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(s) = &self.stream
+            && (s.is_empty() || s.len() > 128)
+        {
+            return Err(ConfigError(
+                "`stream` must be 1 to 128 characters long".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.poll.max_records) {
+            return Err(ConfigError(format!(
+                "`poll.max_records` is {}, but Kinesis allows 1 to 10000",
+                self.poll.max_records
+            )));
+        }
+        if self.poll.interval < Duration::from_millis(200) {
+            return Err(ConfigError(format!(
+                "`poll.interval` is {}, below Kinesis' limit of 5 GetRecords calls/s per shard (200ms)",
+                humantime::format_duration(self.poll.interval)
+            )));
+        }
+        if self.poll.idle_interval < self.poll.interval {
+            return Err(ConfigError(
+                "`poll.idle_interval` must not be shorter than `poll.interval`".into(),
+            ));
+        }
+        if self.aws_timeouts.attempt > self.aws_timeouts.operation {
+            return Err(ConfigError(
+                "`aws_timeouts.attempt` must not exceed `aws_timeouts.operation`".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {
+            ConfigError(format!(
+                "`log_level` = {:?} is not a valid filter: {e}",
+                self.log_level
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// figment's errors can span lines and list several problems; an operator
+/// wants one line naming the key and where its value came from.
+fn one_line(e: &figment::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for err in e.clone() {
+        let mut s = err.kind.to_string();
+        if !err.path.is_empty() {
+            s = format!("`{}`: {s}", err.path.join("."));
+        }
+        if let Some(md) = &err.metadata {
+            let source = match &err.metadata.as_ref().and_then(|m| m.source.clone()) {
+                Some(src) => format!("{} ({src})", md.name),
+                None => md.name.to_string(),
+            };
+            s = format!("{s} (from {source})");
+        }
+        parts.push(s.replace('\n', " "));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse_and_print_back() {
+        for s in [
+            "trim-horizon",
+            "latest",
+            "at-timestamp=2025-01-01T00:00:00Z",
+        ] {
+            let p: StartPosition = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+        }
+        assert_eq!(
+            "TRIM_HORIZON".parse::<StartPosition>().unwrap(),
+            StartPosition::TrimHorizon
+        );
+        let err = "yesterday".parse::<StartPosition>().unwrap_err();
+        assert!(err.contains("trim-horizon"), "{err}");
+        let err = "at-timestamp=soon".parse::<StartPosition>().unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[derive(Serialize)]
+    struct NoOverrides {}
+
+    // figment::Jail serialises access to the process environment, so these
+    // tests may set variables without racing each other.
+    #[test]
+    fn env_wins_over_file_and_flags_win_over_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "b.toml",
+                "stream = \"from-file\"\nstate_dir = \"file-dir\"\n[poll]\ninterval = \"300ms\"\n",
+            )?;
+            jail.set_env("BULKWATCH_STREAM", "from-env");
+            jail.set_env("BULKWATCH_POLL__IDLE_INTERVAL", "2s");
+            #[derive(Serialize)]
+            struct Flags {
+                state_dir: &'static str,
+            }
+            let c = Config::load(Some(Path::new("b.toml")), &Flags { state_dir: "flag-dir" })
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.stream.as_deref(), Some("from-env"));
+            assert_eq!(c.state_dir, PathBuf::from("flag-dir"));
+            assert_eq!(c.poll.interval, Duration::from_millis(300));
+            assert_eq!(c.poll.idle_interval, Duration::from_secs(2));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("b.toml", "[poll]\nmax_records = \"many\"\n")?;
+            let e = Config::load(Some(Path::new("b.toml")), &NoOverrides {}).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("poll.max_records"), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+
+            jail.create_file("c.toml", "strem = \"typo\"\n")?;
+            let msg = Config::load(Some(Path::new("c.toml")), &NoOverrides {})
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("strem"), "{msg}");
+
+            jail.set_env("BULKWATCH_POLL__MAX_RECORDS", "20000");
+            let msg = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
+            assert!(msg.contains("poll.max_records"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_stream_says_how_to_set_it() {
+        let c = Config::default();
+        let msg = c.stream().unwrap_err().to_string();
+        assert!(msg.contains("BULKWATCH_STREAM"), "{msg}");
+    }
+}

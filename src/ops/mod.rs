@@ -1,1 +1,4 @@
-//! Operational plumbing: shutdown, logging.
+//! Operational plumbing: shutdown and logging.
+
+pub mod logging;
+pub mod shutdown;

@@ -28,3 +28,7 @@ pub struct RawRecord {
     pub origin: Origin,
     pub partition_key: String,
 }
+
+pub mod coordinator;
+pub mod kinesis;
+pub mod reader;

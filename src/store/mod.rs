@@ -28,6 +28,12 @@ pub enum StoreError {
 /// A shard's checkpoint: the position after which reading resumes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Checkpoint {
+    /// Nothing done yet; start at the oldest retained record.
+    TrimHorizon,
+    /// Nothing done yet; start at this instant. A `latest` start position
+    /// is stored this way, pinned to when the shard was first seen, so a
+    /// restart before the first record does not skip anything.
+    AtTimestamp(#[serde(with = "time::serde::rfc3339")] time::OffsetDateTime),
     /// Every record up to and including this sequence number is done.
     Sequence(String),
     /// The shard was closed and read to its end; its children may start.

@@ -1,6 +1,0 @@
-//! The command line.
-
-/// Runs the binary and returns its exit code.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
-}

@@ -1,0 +1,138 @@
+//! The command line: parses arguments, loads settings and runs a command.
+//!
+//! Exit codes: 0 success (including a drained shutdown), 1 a runtime
+//! failure, 2 bad usage or configuration, 130 a forced exit on a second
+//! signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, LogFormat, StartPosition};
+
+mod run;
+
+const AFTER_HELP: &str = "\
+Settings are read, each layer winning over the one before, from: built-in
+defaults, the TOML file given by --config (or BULKWATCH_CONFIG), environment
+variables BULKWATCH_<KEY> (nested keys joined by a double underscore, e.g.
+BULKWATCH_POLL__INTERVAL=500ms), and the command-line flags.
+
+AWS settings (region, credentials, endpoint) come from the standard AWS
+chain: AWS_REGION, AWS_PROFILE, the ECS task role, AWS_ENDPOINT_URL (and
+AWS_ENDPOINT_URL_<SERVICE>, e.g. for LocalStack).
+
+Transitions are written to stdout as JSON lines; logs go to stderr.";
+
+/// bulkwatch: Twilio Lookup bulk-job status transitions from a Kinesis
+/// stream, delivered at least once.
+#[derive(Debug, Parser)]
+#[command(name = "bulkwatch", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, env = "BULKWATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr: auto picks json when stderr is not a terminal
+    /// (ECS, CI) and text when it is. [setting: log_format]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. info, debug, or bulkwatch=debug,aws=warn. RUST_LOG
+    /// overrides it. [setting: log_level, default: info]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read the stream, emit transitions, checkpoint; runs until SIGTERM or
+    /// SIGINT, then drains in-flight batches and exits 0.
+    Run(run::RunArgs),
+    /// Inspect or reset checkpoints in the store.
+    #[command(subcommand)]
+    Checkpoints(run::CheckpointsCommand),
+    /// Settings tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load and validate the settings, print them as JSON, and exit 0 (or
+    /// 2 naming the bad setting).
+    Check(run::RunArgs),
+}
+
+/// Flags that override settings, serialised only when given so that
+/// unset flags do not shadow the file or the environment.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_position: Option<StartPosition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Runs the binary and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("bulkwatch: {ce}");
+                return ExitCode::from(2);
+            }
+            eprintln!("bulkwatch: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let load = |args: &run::RunArgs| -> Result<Config, ConfigError> {
+        let o = Overrides {
+            stream: args.stream.clone(),
+            start_position: args.start_position,
+            state_dir: args.state_dir.clone(),
+            log_format: cli.log_format,
+            log_level: cli.log_level.clone(),
+        };
+        Config::load(cli.config.as_deref(), &o)
+    };
+    match &cli.command {
+        Command::Run(args) => {
+            let config = load(args)?;
+            config.stream()?;
+            crate::ops::logging::init(config.log_format, &config.log_level);
+            run::run(config)
+        }
+        Command::Checkpoints(cmd) => {
+            let config = load(cmd.args())?;
+            config.stream()?;
+            crate::ops::logging::init(config.log_format, &config.log_level);
+            run::checkpoints(config, cmd)
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let config = load(args)?;
+            config.stream()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config)
+                    .map_err(|e| anyhow::anyhow!("printing settings: {e}"))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

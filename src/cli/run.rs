@@ -1,0 +1,174 @@
+//! `bulkwatch run` and the store commands that share its settings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::config::{Config, StartPosition};
+use crate::ops::shutdown;
+use crate::output::Outputs;
+use crate::pipeline::{Pipeline, Stats};
+use crate::source::coordinator::Coordinator;
+use crate::source::kinesis::{list_shards, load_aws_config};
+use crate::store::embedded::EmbeddedStore;
+use crate::store::{CheckpointStore, JobStore};
+use crate::track::Tracker;
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Kinesis stream name. [setting: stream, env: BULKWATCH_STREAM]
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+
+    /// Where a shard with no checkpoint starts: trim-horizon (the oldest
+    /// retained record, the default: job events are few and every one
+    /// matters, so a new worker should see jobs already under way), latest
+    /// (only records written after the worker first sees the shard), or
+    /// at-timestamp=<RFC3339>. A shard with a checkpoint always resumes
+    /// after it. [setting: start_position, env: BULKWATCH_START_POSITION]
+    #[arg(long, value_name = "POSITION")]
+    pub start_position: Option<StartPosition>,
+
+    /// Directory of the embedded store (checkpoints and job state) and of
+    /// the default dead-letter file. [setting: state_dir, env:
+    /// BULKWATCH_STATE_DIR, default: ./bulkwatch-state]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// List every shard's checkpoint as JSON lines.
+    List(RunArgs),
+    /// Forget one shard's checkpoint, so it restarts from the start
+    /// position. Stop the worker first.
+    Reset {
+        /// The shard id, e.g. shardId-000000000001.
+        #[arg(long, value_name = "SHARD_ID")]
+        shard: String,
+        #[command(flatten)]
+        args: RunArgs,
+    },
+}
+
+impl CheckpointsCommand {
+    pub fn args(&self) -> &RunArgs {
+        match self {
+            Self::List(a) => a,
+            Self::Reset { args, .. } => args,
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<EmbeddedStore>> {
+    let stream = config.stream()?;
+    let store = EmbeddedStore::open(&config.state_dir)
+        .with_context(|| format!("opening the store in {}", config.state_dir.display()))?
+        .for_stream(stream);
+    Ok(Arc::new(store))
+}
+
+/// The worker: runs until a signal, then drains and exits 0.
+pub fn run(config: Config) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let shutdown = shutdown::install().context("installing signal handlers")?;
+        let stream: Arc<str> = Arc::from(config.stream()?);
+        let aws = load_aws_config(&config.aws_timeouts).await;
+        let client = aws_sdk_kinesis::Client::new(&aws);
+
+        // Fail fast on a stream that is not there: a typo should be one
+        // clear line, not a worker that retries forever.
+        let shards = list_shards(&client, &stream).await.with_context(|| {
+            format!(
+                "cannot read stream {stream} (region {}, endpoint {})",
+                aws.region().map(|r| r.to_string()).unwrap_or_else(|| "unset".into()),
+                std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "default".into())
+            )
+        })?;
+
+        std::fs::create_dir_all(&config.state_dir)
+            .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+        let store = open_store(&config)?;
+        let outputs = Outputs::start(&config.outputs, &aws, &config.state_dir, shutdown.clone())
+            .await
+            .context("starting outputs")?;
+        let stats = Arc::new(Stats::default());
+        tracing::info!(
+            message = "bulkwatch started.",
+            stream = %stream,
+            shards = shards.len(),
+            start_position = %config.start_position,
+            state_dir = %config.state_dir.display()
+        );
+
+        let pipeline = Arc::new(Pipeline {
+            tracker: Tracker::new(store.clone() as Arc<dyn JobStore>, config.terminal_ttl),
+            outputs: outputs.clone(),
+            checkpoints: store.clone() as Arc<dyn CheckpointStore>,
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        });
+        let coordinator = Coordinator {
+            client,
+            stream: stream.clone(),
+            poll: config.poll.clone(),
+            start_position: config.start_position,
+            checkpoints: store.clone() as Arc<dyn CheckpointStore>,
+        };
+
+        let drained = shutdown::with_grace(
+            &shutdown,
+            config.shutdown_grace,
+            coordinator.run(pipeline, shutdown.clone()),
+        )
+        .await;
+        let code = match drained {
+            Some(Ok(())) => ExitCode::SUCCESS,
+            Some(Err(e)) => {
+                tracing::error!(message = "Worker failed.", error = %format!("{e:#}"));
+                ExitCode::from(1)
+            }
+            None => {
+                tracing::warn!(
+                    message = "Shutdown grace period ran out before every batch drained; undrained records will be read again on restart.",
+                    grace = %humantime::format_duration(config.shutdown_grace)
+                );
+                ExitCode::from(1)
+            }
+        };
+        if let Err(e) = outputs.close().await {
+            tracing::warn!(message = "Closing outputs failed.", error = %format!("{e:#}"));
+        }
+        stats.log_summary();
+        Ok(code)
+    })
+}
+
+/// `bulkwatch checkpoints list|reset`.
+pub fn checkpoints(config: Config, cmd: &CheckpointsCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let store = open_store(&config)?;
+        match cmd {
+            CheckpointsCommand::List(_) => {
+                for (shard, cp) in store.list_checkpoints().await? {
+                    println!("{}", serde_json::json!({ "shard_id": shard, "checkpoint": cp }));
+                }
+            }
+            CheckpointsCommand::Reset { shard, .. } => {
+                store.delete_checkpoint(shard).await?;
+                eprintln!("bulkwatch: checkpoint of {shard} reset");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

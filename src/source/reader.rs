@@ -1,0 +1,308 @@
+//! One shard's read loop: GetShardIterator, then GetRecords at a paced rate,
+//! handing each batch to a [`BatchSink`] and waiting until it is done.
+//!
+//! The loop is sequential on purpose: a batch is processed (decoded,
+//! tracked, delivered and checkpointed) before the next GetRecords. That
+//! keeps each job's transitions in order, makes backpressure automatic (a
+//! slow output simply delays the next read) and bounds memory to one batch
+//! per shard.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::kinesis::backoff_delay;
+use super::{Origin, RawRecord};
+use crate::config::PollConfig;
+
+/// Where an iterator starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IteratorStart {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(OffsetDateTime),
+    AfterSequence(String),
+}
+
+/// Why a [`BatchSink`] refused to go on. The reader stops at once, without
+/// reading further: nothing after the last checkpoint is lost, it is read
+/// again by whoever reads the shard next.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("lease for shard {0} lost")]
+    LeaseLost(String),
+}
+
+/// What the reader hands its batches to.
+#[async_trait]
+pub trait BatchSink: Send + Sync {
+    /// Processes one batch, in order. Returns once its records are done:
+    /// their transitions delivered and the shard checkpointed past them.
+    async fn process(
+        &self,
+        shard_id: &Arc<str>,
+        records: Vec<RawRecord>,
+        millis_behind: Option<i64>,
+    ) -> Result<(), Stop>;
+
+    /// The shard was read to SHARD_END; every batch before was processed.
+    async fn shard_ended(&self, shard_id: &Arc<str>) -> Result<(), Stop>;
+}
+
+/// How a reader finished.
+#[derive(Debug)]
+pub enum ReaderExit {
+    /// The shard is closed and was read to its end.
+    ShardEnded,
+    /// Shutdown, or the sink refused to go on.
+    Stopped(Stop),
+}
+
+pub struct ShardReader {
+    pub client: Client,
+    pub stream: Arc<str>,
+    pub shard_id: Arc<str>,
+    pub poll: PollConfig,
+}
+
+impl ShardReader {
+    /// Reads the shard from `start` until SHARD_END, shutdown, or a sink
+    /// stop. Transient AWS errors are retried with backoff, forever: a shard
+    /// must never be skipped, and on-call sees the warnings.
+    pub async fn run(
+        self,
+        start: IteratorStart,
+        sink: Arc<dyn BatchSink>,
+        shutdown: CancellationToken,
+    ) -> ReaderExit {
+        // The last sequence number whose batch the sink finished. An
+        // expired iterator resumes after it, never after what was merely
+        // fetched.
+        let mut last_done: Option<String> = match &start {
+            IteratorStart::AfterSequence(s) => Some(s.clone()),
+            _ => None,
+        };
+        let mut iterator: Option<String> = None;
+        let mut failures: u32 = 0;
+        let mut empty_polls: u32 = 0;
+        let mut next_call = Instant::now();
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
+                _ = tokio::time::sleep_until(next_call) => {}
+            }
+
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => {
+                    let from = match &last_done {
+                        Some(seq) => IteratorStart::AfterSequence(seq.clone()),
+                        None => start.clone(),
+                    };
+                    match self.get_iterator(&from).await {
+                        Ok(it) => it,
+                        Err(e) => {
+                            failures += 1;
+                            let wait = backoff_delay(
+                                failures,
+                                Duration::from_millis(200),
+                                Duration::from_secs(10),
+                            );
+                            tracing::warn!(
+                                message = "GetShardIterator failed; retrying.",
+                                stream = %self.stream,
+                                shard = %self.shard_id,
+                                error = %format!("{e:#}"),
+                                retry_in_ms = wait.as_millis() as u64
+                            );
+                            next_call = Instant::now() + wait;
+                            continue;
+                        }
+                    }
+                }
+            };
+
+            let call_started = Instant::now();
+            let result = self
+                .client
+                .get_records()
+                .shard_iterator(&it)
+                .limit(self.poll.max_records)
+                .send()
+                .await;
+            // Kinesis allows 5 GetRecords calls/s per shard: pace from the
+            // start of each call.
+            next_call = call_started + self.poll.interval;
+
+            let out = match result {
+                Ok(out) => {
+                    failures = 0;
+                    out
+                }
+                Err(err) => {
+                    let expired = matches!(
+                        err.as_service_error(),
+                        Some(GetRecordsError::ExpiredIteratorException(_))
+                    );
+                    if expired {
+                        // Iterators live 5 minutes. A long stall (an output
+                        // down) outlives one; take a fresh one after the
+                        // last record we finished.
+                        tracing::info!(
+                            message = "Shard iterator expired; resuming after the last processed record.",
+                            stream = %self.stream,
+                            shard = %self.shard_id,
+                            after_sequence_number = last_done.as_deref().unwrap_or("(start position)")
+                        );
+                        continue;
+                    }
+                    failures += 1;
+                    let throttled = matches!(
+                        err.as_service_error(),
+                        Some(GetRecordsError::ProvisionedThroughputExceededException(_))
+                    );
+                    let wait =
+                        backoff_delay(failures, Duration::from_millis(500), Duration::from_secs(10));
+                    tracing::warn!(
+                        message = "GetRecords failed; retrying with the same iterator.",
+                        stream = %self.stream,
+                        shard = %self.shard_id,
+                        throttled,
+                        error = %aws_error_chain(&err),
+                        retry_in_ms = wait.as_millis() as u64
+                    );
+                    iterator = Some(it);
+                    next_call = Instant::now() + wait;
+                    continue;
+                }
+            };
+
+            let millis_behind = out.millis_behind_latest();
+            let next_iterator = out.next_shard_iterator().map(str::to_owned);
+            let records: Vec<RawRecord> = out
+                .records
+                .into_iter()
+                .map(|r| {
+                    let arrival = r.approximate_arrival_timestamp.and_then(|t| {
+                        OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()
+                    });
+                    RawRecord {
+                        data: r.data.into_inner(),
+                        partition_key: r.partition_key.unwrap_or_default(),
+                        origin: Origin {
+                            stream: self.stream.clone(),
+                            shard_id: self.shard_id.clone(),
+                            sequence_number: r.sequence_number,
+                            arrival,
+                        },
+                    }
+                })
+                .collect();
+
+            if let Some(last) = records.last() {
+                let last_seq = last.origin.sequence_number.clone();
+                empty_polls = 0;
+                if let Err(stop) = self.sink_process(&sink, records, millis_behind).await {
+                    return ReaderExit::Stopped(stop);
+                }
+                last_done = Some(last_seq);
+            } else {
+                empty_polls = empty_polls.saturating_add(1);
+            }
+
+            match next_iterator {
+                Some(next) => {
+                    iterator = Some(next);
+                    // Caught up and nothing came: wait longer, up to the
+                    // idle interval, so idle shards cost almost nothing.
+                    // Behind: poll again as soon as the rate limit allows.
+                    if empty_polls > 0 && millis_behind.unwrap_or(0) == 0 {
+                        next_call = call_started + self.idle_wait(empty_polls);
+                    }
+                }
+                None => {
+                    // SHARD_END: the shard was split or merged and every
+                    // record has been read.
+                    tracing::info!(
+                        message = "Shard read to its end.",
+                        stream = %self.stream,
+                        shard = %self.shard_id
+                    );
+                    return match sink.shard_ended(&self.shard_id).await {
+                        Ok(()) => ReaderExit::ShardEnded,
+                        Err(stop) => ReaderExit::Stopped(stop),
+                    };
+                }
+            }
+        }
+    }
+
+    async fn sink_process(
+        &self,
+        sink: &Arc<dyn BatchSink>,
+        records: Vec<RawRecord>,
+        millis_behind: Option<i64>,
+    ) -> Result<(), Stop> {
+        sink.process(&self.shard_id, records, millis_behind).await
+    }
+
+    /// The wait after `empty` consecutive empty polls: the base interval
+    /// for the first second or so (a job's next event often follows
+    /// quickly), then doubling up to the idle interval.
+    fn idle_wait(&self, empty: u32) -> Duration {
+        let base = self.poll.interval;
+        let grace_polls = 5;
+        if empty <= grace_polls {
+            return base;
+        }
+        base.saturating_mul(1u32 << (empty - grace_polls).min(10))
+            .min(self.poll.idle_interval)
+    }
+
+    async fn get_iterator(&self, from: &IteratorStart) -> anyhow::Result<String> {
+        let mut req = self
+            .client
+            .get_shard_iterator()
+            .stream_name(self.stream.as_ref())
+            .shard_id(self.shard_id.as_ref());
+        req = match from {
+            IteratorStart::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            IteratorStart::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
+            IteratorStart::AtTimestamp(t) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_nanos(
+                    t.unix_timestamp_nanos(),
+                )?),
+            IteratorStart::AfterSequence(s) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(s),
+        };
+        let out = req.send().await.map_err(|e| anyhow::anyhow!(aws_error_chain(&e)))?;
+        out.shard_iterator()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("GetShardIterator returned no iterator"))
+    }
+}
+
+/// The SDK's Display for an error is just "service error"; operators need
+/// the whole chain to act.
+pub(crate) fn aws_error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        src = e.source();
+    }
+    s
+}
