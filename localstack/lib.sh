@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are used by the scripts that source this
 # Shared by localstack/up and localstack/down (sourced, not run).
 #
 # Why a shared file: both scripts must agree exactly on where things live and
@@ -57,7 +58,7 @@ ls_pid() {
     pid=$(<"$f")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/cmdline ]] || return 1
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    cmd=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || return 1
     [[ $cmd == *"$(ls_marker "$1")"* ]] || return 1
     printf '%s\n' "$pid"
 }
@@ -106,13 +107,20 @@ ls_descendants() {
 # is gone, and engines LocalStack started from its lib folder (kinesis-local's
 # node) that outlived it. Deliberately narrow: a user's `tail -f` of our log
 # must not match.
+# Services whose pid file is live are not strays (`up` cleans strays while
+# the other service may be running fine).
 ls_strays() {
-    local d pid cmd m1 m2
+    local f pid cmd m1 m2 live
     m1=$(ls_marker localstack) m2=$(ls_marker moto)
-    for d in /proc/[0-9]*; do
-        pid=${d#/proc/}
-        [[ $pid == "$BASHPID" ]] && continue
-        cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+    live=" $(ls_pid localstack || true) $(ls_pid moto || true) "
+    # One grep pre-filters /proc (cheap), the exact test below decides.
+    # shellcheck disable=SC2013 # /proc paths have no spaces
+    for f in $(grep -lsaF -e "$LS_FSROOT/" -e "$LS_VENV/bin/python" \
+        -e "$LS_MOTO_VENV/bin/python" /proc/[0-9]*/cmdline 2>/dev/null); do
+        pid=${f#/proc/}
+        pid=${pid%/cmdline}
+        [[ $pid == "$BASHPID" || $live == *" $pid "* ]] && continue
+        cmd=$({ tr '\0' ' ' <"$f"; } 2>/dev/null) || continue # may exit meanwhile
         if [[ $cmd == *"$LS_FSROOT/"* || $cmd == *"$m1"* || $cmd == *"$m2"* ]]; then
             printf '%s\n' "$pid"
         fi
@@ -150,5 +158,27 @@ ls_stop() {
         sleep 0.2
     fi
     rm -f "$LS_RUN/$name.pid" "$LS_RUN/$name.warm"
+    return 0
+}
+
+# TERM, then KILL, the strays (see ls_strays). Used by `down`, and by `up`
+# before it starts a server, so a crashed run's orphaned kinesis-local does
+# not linger next to the new one.
+ls_kill_strays() {
+    local strays p i alive
+    strays=$(ls_strays | tr '\n' ' ')
+    [[ -n ${strays// /} ]] || return 1
+    ls_log "stopping leftover processes of ours: $strays"
+    # shellcheck disable=SC2086
+    kill -TERM $strays 2>/dev/null || true
+    for ((i = 0; i < 30; i++)); do
+        alive=
+        for p in $strays; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [[ -z $alive ]] && break
+        sleep 0.1
+    done
+    for p in $strays; do
+        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null || true; fi
+    done
     return 0
 }

@@ -399,7 +399,9 @@ def put_all(kinesis, stream: str, records: Iterator[Record], delay: float) -> di
             put_batch([r])
             ev = r.event or {}
             d = ev.get("data")
-            status = d.get("status") if isinstance(d, dict) else "?"
+            if isinstance(d, str):
+                d = json.loads(d)
+            status = d.get("status") if isinstance(d, dict) else None
             print(f"sample-events: put {r.kind:<11} {r.partition_key[:34]:<34} "
                   f"{status or '':<14} {r.note or ''}", file=sys.stderr)
             time.sleep(delay)
