@@ -7,3 +7,12 @@
 pub struct JobState {
     pub job_sid: String,
 }
+
+impl JobState {
+    /// When the store may forget this state (terminal jobs expire after a
+    /// TTL). Placeholder until the track stage defines the TTL rule; the
+    /// store only relies on this signature.
+    pub fn expires_at(&self) -> Option<time::OffsetDateTime> {
+        None
+    }
+}
