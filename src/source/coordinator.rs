@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_sdk_kinesis::Client;
-use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -132,8 +131,6 @@ impl Coordinator {
     ) -> Result<IteratorStart, crate::store::StoreError> {
         Ok(match checkpoints.get(&shard.shard_id) {
             Some(Checkpoint::Sequence(s)) => IteratorStart::AfterSequence(s.clone()),
-            Some(Checkpoint::TrimHorizon) => IteratorStart::TrimHorizon,
-            Some(Checkpoint::AtTimestamp(t)) => IteratorStart::AtTimestamp(*t),
             Some(Checkpoint::ShardEnd) => unreachable_start(),
             None if !shard.parents.is_empty()
                 && shard.parents.iter().any(|p| checkpoints.contains_key(p)) =>
@@ -145,17 +142,12 @@ impl Coordinator {
             None => match self.start_position {
                 StartPosition::TrimHorizon => IteratorStart::TrimHorizon,
                 StartPosition::AtTimestamp(t) => IteratorStart::AtTimestamp(t),
-                StartPosition::Latest => {
-                    // LATEST is a moving target: if the worker restarted
-                    // before this shard's first record, LATEST would skip
-                    // what arrived in between. Pin it to the moment the
-                    // shard was first seen and keep that as its checkpoint.
-                    let now = OffsetDateTime::now_utc();
-                    self.checkpoints
-                        .set_checkpoint(&shard.shard_id, &Checkpoint::AtTimestamp(now))
-                        .await?;
-                    IteratorStart::AtTimestamp(now)
-                }
+                // As in KCL, LATEST is resolved again at each start until the
+                // shard has a checkpoint: records that arrive on a shard
+                // before its first record is processed and while no worker
+                // runs are not read. trim-horizon (the default) has no such
+                // gap.
+                StartPosition::Latest => IteratorStart::Latest,
             },
         })
     }

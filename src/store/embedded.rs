@@ -1,62 +1,724 @@
-//! Embedded store. TEMPORARY in-memory stand-in until the redb store lands.
+//! The embedded store: one crash-safe redb database file in the state dir.
+//!
+//! # Handles
+//!
+//! [`EmbeddedStore::open`] opens (or creates) `<dir>/bulkwatch.redb` and
+//! returns a handle scoped to the default stream namespace (`""`) and the
+//! worker id `"embedded"`. [`EmbeddedStore::for_stream`] and
+//! [`EmbeddedStore::with_worker_id`] derive handles that share the open
+//! database: a worker opens the file once and takes one handle per stream,
+//!
+//! ```no_run
+//! # fn f(dir: &std::path::Path) -> Result<(), bulkwatch::store::StoreError> {
+//! use bulkwatch::store::embedded::EmbeddedStore;
+//! let store = EmbeddedStore::open(dir)?.for_stream("twilio-events");
+//! # Ok(()) }
+//! ```
+//!
+//! because the file can only be open once (see below). Checkpoints and leases
+//! are keyed by (stream, shard id); job states by job sid alone.
+//!
+//! # One process per state dir
+//!
+//! redb locks the file for its writer. A second process that opens the same
+//! dir fails at once with "state dir X is in use by another bulkwatch
+//! process" instead of waiting, so two workers pointed at one dir by mistake
+//! cannot both checkpoint. That exclusivity is also what makes the leases
+//! here trivial: this process holds every lease of the file.
+//!
+//! # Durability
+//!
+//! Every write transaction commits with [`Durability::Immediate`] (redb's
+//! default, set explicitly so nobody "optimises" it away): the commit
+//! returns only after fsync. A checkpoint that `set_checkpoint` acknowledged
+//! therefore survives kill -9 and power loss, and since the pipeline
+//! checkpoints only after every output acknowledged, that is what makes "a
+//! restart never skips an unacknowledged record" true. The cost is one fsync
+//! per GetRecords batch per shard (and one per `save_jobs`), which the
+//! worker's batch-sized writes keep small. redb's copy-on-write commit means a
+//! crash leaves the last committed state, never a torn one.
+//!
+//! # Blocking
+//!
+//! redb is blocking (and fsync can take milliseconds), so every operation
+//! runs on tokio's blocking pool via `spawn_blocking`, keeping the runtime's
+//! worker threads free for the shard tasks.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use anyhow::{Context, anyhow};
 use async_trait::async_trait;
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use time::OffsetDateTime;
 
-use super::{Checkpoint, CheckpointStore, JobStore, JobUpdate, StoreError, Versioned};
+use super::held::{HeldLeases, Holding};
+use super::{
+    Checkpoint, CheckpointStore, JobStore, JobUpdate, Lease, LeaseCheckpoint, LeaseStore, NewLease,
+    StoreError, Versioned,
+};
 use crate::track::JobState;
 
-#[derive(Default)]
+/// The database file inside the state dir.
+pub const FILE_NAME: &str = "bulkwatch.redb";
+
+/// The owner name of a handle that was not given one.
+pub const DEFAULT_WORKER_ID: &str = "embedded";
+
+/// Bumped when the layout of the tables below changes incompatibly.
+const FORMAT_VERSION: u64 = 1;
+
+/// "format" → [`FORMAT_VERSION`].
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (stream, shard id) → JSON of [`Lease`] (which holds the checkpoint).
+const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+/// job sid → JSON of [`StoredJob`].
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// (expires_at in unix seconds, job sid) → (). An index, so that
+/// [`EmbeddedStore::purge_expired`] reads only what has expired instead of
+/// every job.
+const JOB_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("job_expiry");
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredJob {
+    version: u64,
+    /// Unix seconds, the unit DynamoDB's TTL uses too.
+    expires_at: Option<i64>,
+    state: JobState,
+}
+
+impl StoredJob {
+    fn is_live(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// Turns any redb error into a `Backend` error.
+trait DbResult<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> DbResult<T> for Result<T, E> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| {
+            StoreError::Backend(anyhow::Error::new(e.into()).context("embedded store"))
+        })
+    }
+}
+
+fn json_err(e: serde_json::Error, what: &str) -> StoreError {
+    StoreError::Backend(
+        anyhow::Error::new(e).context(format!("embedded store: cannot decode {what}")),
+    )
+}
+
+/// A handle on the embedded store, scoped to one stream and one worker id.
+/// Cheap to clone; clones share the database and the lease bookkeeping.
+#[derive(Clone)]
 pub struct EmbeddedStore {
-    cps: Mutex<HashMap<String, Checkpoint>>,
-    jobs: Mutex<HashMap<String, Versioned<JobState>>>,
+    db: Arc<Database>,
+    dir: Arc<PathBuf>,
+    stream: Arc<str>,
+    worker_id: Arc<str>,
+    held: Arc<HeldLeases>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.dir)
+            .field("stream", &self.stream)
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmbeddedStore {
-    pub fn open(_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        Ok(Self::default())
+    /// Opens the store in `dir`, creating the dir and the database file if
+    /// needed. Blocking (it may repair the file after a crash): call it at
+    /// start-up, before the shard tasks run.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        let path = dir.join(FILE_NAME);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(anyhow!(
+                    "state dir {} is in use by another bulkwatch process (its database {} is locked); \
+                     give each worker its own --state-dir",
+                    dir.display(),
+                    path.display()
+                )
+                .into());
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot open state database {}", path.display()))
+                    .into());
+            }
+        };
+        init_tables(&db).map_err(|e| match e {
+            StoreError::Backend(e) => {
+                StoreError::Backend(e.context(format!("state database {}", path.display())))
+            }
+            other => other,
+        })?;
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            dir: Arc::new(dir.to_owned()),
+            stream: Arc::from(""),
+            worker_id: Arc::from(DEFAULT_WORKER_ID),
+            held: Arc::default(),
+        })
     }
-    pub fn for_stream(self, _s: &str) -> Self {
-        self
+
+    /// A handle on the same database whose checkpoints and leases are those
+    /// of `stream`. It starts holding no leases.
+    pub fn for_stream(&self, stream: &str) -> EmbeddedStore {
+        EmbeddedStore {
+            stream: Arc::from(stream),
+            held: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same database and stream that writes `worker_id` as
+    /// the lease owner. It starts holding no leases.
+    pub fn with_worker_id(&self, worker_id: &str) -> EmbeddedStore {
+        EmbeddedStore {
+            worker_id: Arc::from(worker_id),
+            held: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Deletes job states whose `expires_at` is at or before `now`, and
+    /// returns how many. Cheap: it reads only the expired entries of the
+    /// expiry index. Run it now and then (e.g. hourly); until then expired
+    /// states are merely invisible.
+    pub async fn purge_expired(&self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let now = now.unix_timestamp();
+        self.run(move |db| {
+            let txn = begin_write(db)?;
+            let purged;
+            {
+                let mut expiry = txn.open_table(JOB_EXPIRY).db()?;
+                let mut jobs = txn.open_table(JOBS).db()?;
+                let mut due = Vec::new();
+                for entry in expiry.range(..(now.saturating_add(1), "")).db()? {
+                    let (key, _) = entry.db()?;
+                    let (at, sid) = key.value();
+                    due.push((at, sid.to_owned()));
+                }
+                for (at, sid) in &due {
+                    expiry.remove((*at, sid.as_str())).db()?;
+                    jobs.remove(sid.as_str()).db()?;
+                }
+                purged = due.len();
+            }
+            txn.commit().db()?;
+            Ok(purged)
+        })
+        .await
+    }
+
+    /// Runs a blocking database operation on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(anyhow!("embedded store task failed: {e}")))?
+    }
+
+    /// Reads the lease of `shard_id`, lets `decide` compute the new one
+    /// (or `None` to leave it), and writes it, all in one write transaction
+    /// so the decision is made on what is committed. Returns what was
+    /// written.
+    async fn update_lease<F>(&self, shard_id: &str, decide: F) -> Result<Option<Lease>, StoreError>
+    where
+        F: FnOnce(Option<Lease>) -> Result<Option<Lease>, StoreError> + Send + 'static,
+    {
+        let stream = Arc::clone(&self.stream);
+        let shard_id = shard_id.to_owned();
+        self.run(move |db| {
+            let txn = begin_write(db)?;
+            let written;
+            {
+                let mut table = txn.open_table(LEASES).db()?;
+                let current = match table.get((&*stream, shard_id.as_str())).db()? {
+                    Some(bytes) => Some(decode_lease(bytes.value())?),
+                    None => None,
+                };
+                written = decide(current)?;
+                if let Some(lease) = &written {
+                    let bytes = serde_json::to_vec(lease).context("encode lease")?;
+                    table
+                        .insert((&*stream, shard_id.as_str()), bytes.as_slice())
+                        .db()?;
+                }
+            }
+            if written.is_some() {
+                txn.commit().db()?;
+            } else {
+                txn.abort().db()?;
+            }
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn read_leases(&self) -> Result<Vec<Lease>, StoreError> {
+        let stream = Arc::clone(&self.stream);
+        self.run(move |db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(LEASES).db()?;
+            let mut leases = Vec::new();
+            // Keys sort by stream, then shard id: this range is exactly
+            // this stream's leases.
+            for entry in table.range((&*stream, "")..).db()? {
+                let (key, value) = entry.db()?;
+                if key.value().0 != &*stream {
+                    break;
+                }
+                leases.push(decode_lease(value.value())?);
+            }
+            Ok(leases)
+        })
+        .await
+    }
+
+    async fn load_jobs_at(
+        &self,
+        job_sids: &[&str],
+        now: i64,
+    ) -> Result<HashMap<String, Versioned<JobState>>, StoreError> {
+        let sids: Vec<String> = job_sids.iter().map(|s| (*s).to_owned()).collect();
+        self.run(move |db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(JOBS).db()?;
+            let mut found = HashMap::with_capacity(sids.len());
+            for sid in sids {
+                if let Some(bytes) = table.get(sid.as_str()).db()? {
+                    let stored = decode_job(&sid, bytes.value())?;
+                    if stored.is_live(now) {
+                        found.insert(
+                            sid,
+                            Versioned {
+                                value: stored.state,
+                                version: stored.version,
+                            },
+                        );
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// `save_jobs` with the expiry of each state given, and the clock.
+    async fn save_jobs_at(
+        &self,
+        updates: Vec<(JobUpdate, Option<i64>)>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.run(move |db| {
+            // One transaction (one fsync) for the whole batch; each job's
+            // compare-and-set is decided inside it, on committed data.
+            let txn = begin_write(db)?;
+            let mut conflicted = Vec::new();
+            {
+                let mut jobs = txn.open_table(JOBS).db()?;
+                let mut expiry = txn.open_table(JOB_EXPIRY).db()?;
+                for (update, expires_at) in updates {
+                    let sid = update.state.job_sid.clone();
+                    let current = match jobs.get(sid.as_str()).db()? {
+                        Some(bytes) => Some(decode_job(&sid, bytes.value())?),
+                        None => None,
+                    };
+                    let live_version = current
+                        .as_ref()
+                        .filter(|c| c.is_live(now))
+                        .map(|c| c.version);
+                    if live_version != update.expected_version {
+                        conflicted.push(sid);
+                        continue;
+                    }
+                    if let Some(old_at) = current.as_ref().and_then(|c| c.expires_at) {
+                        expiry.remove((old_at, sid.as_str())).db()?;
+                    }
+                    let stored = StoredJob {
+                        version: update.expected_version.map_or(1, |v| v + 1),
+                        expires_at,
+                        state: update.state,
+                    };
+                    let bytes = serde_json::to_vec(&stored).context("encode job state")?;
+                    jobs.insert(sid.as_str(), bytes.as_slice()).db()?;
+                    if let Some(at) = expires_at {
+                        expiry.insert((at, sid.as_str()), ()).db()?;
+                    }
+                }
+            }
+            txn.commit().db()?;
+            Ok(conflicted)
+        })
+        .await
+    }
+
+    async fn list_jobs_at(&self, now: i64) -> Result<Vec<JobState>, StoreError> {
+        self.run(move |db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(JOBS).db()?;
+            let mut jobs = Vec::new();
+            for entry in table.iter().db()? {
+                let (key, value) = entry.db()?;
+                let stored = decode_job(key.value(), value.value())?;
+                if stored.is_live(now) {
+                    jobs.push(stored.state);
+                }
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+}
+
+fn begin_write(db: &Database) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write().db()?;
+    // Immediate: the commit returns after fsync. See the module doc.
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Backend(anyhow!("embedded store: cannot set durability: {e}")))?;
+    Ok(txn)
+}
+
+fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = begin_write(db)?;
+    {
+        let mut meta = txn.open_table(META).db()?;
+        let format = meta.get("format").db()?.map(|v| v.value());
+        match format {
+            None => {
+                meta.insert("format", FORMAT_VERSION).db()?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                return Err(anyhow!(
+                    "it has format {other}, this bulkwatch reads format {FORMAT_VERSION} (written by another version?)"
+                )
+                .into());
+            }
+        }
+        txn.open_table(LEASES).db()?;
+        txn.open_table(JOBS).db()?;
+        txn.open_table(JOB_EXPIRY).db()?;
+    }
+    txn.commit().db()
+}
+
+fn decode_lease(bytes: &[u8]) -> Result<Lease, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| json_err(e, "lease"))
+}
+
+fn decode_job(sid: &str, bytes: &[u8]) -> Result<StoredJob, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| json_err(e, &format!("state of job {sid}")))
+}
+
+fn unix_now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn lease_lost(shard_id: &str) -> StoreError {
+    StoreError::LeaseLost {
+        shard_id: shard_id.to_owned(),
     }
 }
 
 #[async_trait]
 impl CheckpointStore for EmbeddedStore {
     async fn checkpoint(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(self.cps.lock().unwrap().get(shard_id).cloned())
+        Ok(self
+            .get_lease(shard_id)
+            .await?
+            .and_then(|l| l.checkpoint.to_checkpoint()))
     }
-    async fn set_checkpoint(&self, shard_id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.cps.lock().unwrap().insert(shard_id.into(), checkpoint.clone());
-        Ok(())
+
+    async fn set_checkpoint(
+        &self,
+        shard_id: &str,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), StoreError> {
+        let _gate = self.held.gate(shard_id).await;
+        let holding = self.held.get(shard_id);
+        if holding == Some(Holding::Lost) {
+            return Err(lease_lost(shard_id));
+        }
+        let me = Arc::clone(&self.worker_id);
+        let checkpoint = LeaseCheckpoint::from(checkpoint);
+        let shard = shard_id.to_owned();
+        let result = self
+            .update_lease(shard_id, move |current| {
+                let mut lease = match (holding, current) {
+                    (Some(Holding::Held(counter)), Some(lease))
+                        if lease.counter == counter && lease.owner.as_deref() == Some(&*me) =>
+                    {
+                        lease
+                    }
+                    (Some(_), _) => return Err(lease_lost(&shard)),
+                    // Never taken by this handle: this process is the only
+                    // one on the file, so it may take the lease implicitly.
+                    (None, Some(lease)) => lease,
+                    (None, None) => new_lease(&shard),
+                };
+                lease.owner = Some(me.to_string());
+                lease.counter += 1;
+                lease.checkpoint = checkpoint;
+                lease.owner_switches_since_checkpoint = 0;
+                Ok(Some(lease))
+            })
+            .await;
+        self.record_outcome(shard_id, &result);
+        result.map(|_| ())
     }
+
     async fn list_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, StoreError> {
-        Ok(self.cps.lock().unwrap().iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+        Ok(self
+            .read_leases()
+            .await?
+            .into_iter()
+            .filter_map(|l| l.checkpoint.to_checkpoint().map(|c| (l.shard_id, c)))
+            .collect())
     }
+
     async fn delete_checkpoint(&self, shard_id: &str) -> Result<(), StoreError> {
-        self.cps.lock().unwrap().remove(shard_id);
+        self.delete_lease(shard_id).await
+    }
+}
+
+fn new_lease(shard_id: &str) -> Lease {
+    Lease {
+        shard_id: shard_id.to_owned(),
+        owner: None,
+        counter: 0,
+        checkpoint: LeaseCheckpoint::TrimHorizon,
+        owner_switches_since_checkpoint: 0,
+        parent_shard_ids: Vec::new(),
+        child_shard_ids: Vec::new(),
+        hash_key_range: None,
+    }
+}
+
+fn sorted_set(ids: &[String]) -> Vec<String> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+impl EmbeddedStore {
+    /// Updates the bookkeeping after a write under a lease: the new counter
+    /// on success, `Lost` on `LeaseLost`, nothing on other errors (the write
+    /// may not have happened; the next one will tell).
+    fn record_outcome(&self, shard_id: &str, result: &Result<Option<Lease>, StoreError>) {
+        match result {
+            Ok(Some(lease)) => self.held.set(shard_id, Holding::Held(lease.counter)),
+            Ok(None) => {}
+            Err(StoreError::LeaseLost { .. }) => self.held.set(shard_id, Holding::Lost),
+            Err(_) => {}
+        }
+    }
+}
+
+#[async_trait]
+impl LeaseStore for EmbeddedStore {
+    fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    fn held_leases(&self) -> Vec<(String, u64)> {
+        self.held.held()
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>, StoreError> {
+        self.read_leases().await
+    }
+
+    async fn get_lease(&self, shard_id: &str) -> Result<Option<Lease>, StoreError> {
+        let key = (Arc::clone(&self.stream), shard_id.to_owned());
+        self.run(move |db| {
+            let txn = db.begin_read().db()?;
+            let table = txn.open_table(LEASES).db()?;
+            match table.get((&*key.0, key.1.as_str())).db()? {
+                Some(bytes) => Ok(Some(decode_lease(bytes.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn create_lease_if_absent(&self, lease: &NewLease) -> Result<bool, StoreError> {
+        let new = Lease {
+            shard_id: lease.shard_id.clone(),
+            owner: None,
+            counter: 0,
+            checkpoint: lease.checkpoint.clone(),
+            owner_switches_since_checkpoint: 0,
+            parent_shard_ids: sorted_set(&lease.parent_shard_ids),
+            child_shard_ids: Vec::new(),
+            hash_key_range: lease.hash_key_range.clone(),
+        };
+        let written = self
+            .update_lease(&lease.shard_id, move |current| {
+                Ok(if current.is_some() { None } else { Some(new) })
+            })
+            .await?;
+        Ok(written.is_some())
+    }
+
+    async fn take_lease(&self, observed: &Lease) -> Result<Lease, StoreError> {
+        let shard_id = observed.shard_id.as_str();
+        let _gate = self.held.gate(shard_id).await;
+        let me = Arc::clone(&self.worker_id);
+        let expected = observed.counter;
+        let shard = shard_id.to_owned();
+        let result = self
+            .update_lease(shard_id, move |current| match current {
+                Some(mut lease) if lease.counter == expected => {
+                    if lease.owner.as_deref().is_some_and(|o| o != &*me) {
+                        lease.owner_switches_since_checkpoint += 1;
+                    }
+                    lease.owner = Some(me.to_string());
+                    lease.counter += 1;
+                    Ok(Some(lease))
+                }
+                _ => Err(StoreError::Conflict { key: shard }),
+            })
+            .await;
+        self.record_outcome(shard_id, &result);
+        result?
+            .ok_or_else(|| StoreError::Backend(anyhow!("take of lease {shard_id} wrote nothing")))
+    }
+
+    async fn renew_lease(&self, shard_id: &str) -> Result<(), StoreError> {
+        let _gate = self.held.gate(shard_id).await;
+        let Some(Holding::Held(counter)) = self.held.get(shard_id) else {
+            return Err(lease_lost(shard_id));
+        };
+        let me = Arc::clone(&self.worker_id);
+        let shard = shard_id.to_owned();
+        let result = self
+            .update_lease(shard_id, move |current| match current {
+                Some(mut lease)
+                    if lease.counter == counter && lease.owner.as_deref() == Some(&*me) =>
+                {
+                    lease.counter += 1;
+                    Ok(Some(lease))
+                }
+                _ => Err(lease_lost(&shard)),
+            })
+            .await;
+        self.record_outcome(shard_id, &result);
+        result.map(|_| ())
+    }
+
+    async fn release_lease(&self, shard_id: &str) -> Result<(), StoreError> {
+        let _gate = self.held.gate(shard_id).await;
+        let holding = self.held.get(shard_id);
+        self.held.set(shard_id, Holding::Lost);
+        let Some(Holding::Held(counter)) = holding else {
+            return Err(lease_lost(shard_id));
+        };
+        let me = Arc::clone(&self.worker_id);
+        let shard = shard_id.to_owned();
+        self.update_lease(shard_id, move |current| match current {
+            Some(mut lease) if lease.counter == counter && lease.owner.as_deref() == Some(&*me) => {
+                lease.owner = None;
+                lease.counter += 1;
+                Ok(Some(lease))
+            }
+            _ => Err(lease_lost(&shard)),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_child_shard_ids(
+        &self,
+        shard_id: &str,
+        child_shard_ids: &[String],
+    ) -> Result<(), StoreError> {
+        let children = sorted_set(child_shard_ids);
+        let shard = shard_id.to_owned();
+        self.update_lease(shard_id, move |current| match current {
+            Some(mut lease) => {
+                lease.child_shard_ids = children;
+                Ok(Some(lease))
+            }
+            None => Err(StoreError::Conflict { key: shard }),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete_lease(&self, shard_id: &str) -> Result<(), StoreError> {
+        let _gate = self.held.gate(shard_id).await;
+        let key = (Arc::clone(&self.stream), shard_id.to_owned());
+        self.run(move |db| {
+            let txn = begin_write(db)?;
+            txn.open_table(LEASES)
+                .db()?
+                .remove((&*key.0, key.1.as_str()))
+                .db()?;
+            txn.commit().db()
+        })
+        .await?;
+        self.held.forget(shard_id);
         Ok(())
     }
 }
 
 #[async_trait]
 impl JobStore for EmbeddedStore {
-    async fn load_jobs(&self, job_sids: &[&str]) -> Result<HashMap<String, Versioned<JobState>>, StoreError> {
-        let j = self.jobs.lock().unwrap();
-        Ok(job_sids.iter().filter_map(|s| j.get(*s).map(|v| (s.to_string(), v.clone()))).collect())
+    async fn load_jobs(
+        &self,
+        job_sids: &[&str],
+    ) -> Result<HashMap<String, Versioned<JobState>>, StoreError> {
+        self.load_jobs_at(job_sids, unix_now()).await
     }
+
     async fn save_jobs(&self, updates: &[JobUpdate]) -> Result<Vec<String>, StoreError> {
-        let mut j = self.jobs.lock().unwrap();
-        for u in updates {
-            let v = j.get(&u.state.job_sid).map(|v| v.version).unwrap_or(0);
-            j.insert(u.state.job_sid.clone(), Versioned { value: u.state.clone(), version: v + 1 });
-        }
-        Ok(vec![])
+        let updates = updates
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    u.state.expires_at().map(OffsetDateTime::unix_timestamp),
+                )
+            })
+            .collect();
+        self.save_jobs_at(updates, unix_now()).await
     }
+
     async fn list_jobs(&self) -> Result<Vec<JobState>, StoreError> {
-        Ok(self.jobs.lock().unwrap().values().map(|v| v.value.clone()).collect())
+        self.list_jobs_at(unix_now()).await
     }
 }
+
+#[cfg(test)]
+mod tests;
