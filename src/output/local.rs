@@ -135,8 +135,8 @@ impl JsonLinesFile {
         }
         .await;
         if res.is_err() {
-            // A half-written line may be on disk; reopening starts the retry
-            // on a fresh handle at the (new) end of the file.
+            // A half-written line may be on disk; reopening terminates it and
+            // starts the retry on a fresh handle.
             self.file = None;
         }
         Ok(res?)
@@ -144,14 +144,30 @@ impl JsonLinesFile {
 }
 
 async fn open_append(path: &Path) -> std::io::Result<fs::File> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).await?;
     }
-    fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)
-        .await
+        .await?;
+    // A crash or failed write may have left a torn last line. Terminating it
+    // keeps the next (complete) line from being glued onto it, so readers
+    // lose only the torn fragment, whose transition is written again anyway
+    // (it was never acknowledged).
+    if file.metadata().await?.len() > 0 {
+        file.seek(std::io::SeekFrom::End(-1)).await?;
+        let mut last = [0u8; 1];
+        file.read_exact(&mut last).await?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n").await?;
+            file.flush().await?;
+        }
+    }
+    Ok(file)
 }
 
 /// A counter bumped on every SIGHUP, watched by each file. Listening installs
@@ -182,4 +198,35 @@ fn hangup_counter(shutdown: &CancellationToken) -> anyhow::Result<Arc<AtomicU64>
 #[cfg(not(unix))]
 fn hangup_counter(_: &CancellationToken) -> anyhow::Result<Arc<AtomicU64>> {
     Ok(Arc::new(AtomicU64::new(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_terminated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
+        let mut f = JsonLinesFile::open(&path, &CancellationToken::new())
+            .await
+            .unwrap();
+        f.append(b"{\"c\":3}\n").await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":\n{\"c\":3}\n"
+        );
+        // A clean file is left alone.
+        drop(f);
+        let mut f = JsonLinesFile::open(&path, &CancellationToken::new())
+            .await
+            .unwrap();
+        f.append(b"{}\n").await.unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with("{\"c\":3}\n{}\n")
+        );
+    }
 }

@@ -543,3 +543,40 @@ fn secrets_are_redacted_in_debug_and_serialize() {
     assert!(!format!("{c:?}").contains("hunter2"));
     assert!(!serde_json::to_string(&c).unwrap().contains("hunter2"));
 }
+
+#[test]
+fn config_works_flattened_into_the_top_level() {
+    // How the lead's config embeds it: `#[serde(flatten)]` next to other keys.
+    #[derive(serde::Deserialize)]
+    struct Top {
+        stream: String,
+        #[serde(flatten)]
+        outputs: super::OutputsConfig,
+    }
+    let toml = r#"
+        stream = "events"
+        [[output]]
+        type = "sqs"
+        queue_url = "https://sqs/q"
+        timeout = "2s"
+        [delivery]
+        queue_capacity = 2
+        max_record_age = "0s"
+    "#;
+    let top: Top = figment::Figment::from(
+        <figment::providers::Toml as figment::providers::Format>::string(toml),
+    )
+    .extract()
+    .unwrap();
+    assert_eq!(top.stream, "events");
+    assert_eq!(top.outputs.outputs.len(), 1);
+    assert_eq!(top.outputs.delivery.queue_capacity, 2);
+    assert!(top.outputs.delivery.max_record_age.is_zero());
+    let empty: Top = figment::Figment::from(
+        <figment::providers::Toml as figment::providers::Format>::string("stream = \"s\""),
+    )
+    .extract()
+    .unwrap();
+    assert!(empty.outputs.outputs.is_empty() && empty.outputs.dead_letter.is_none());
+    assert_eq!(empty.outputs.delivery, super::DeliveryConfig::default());
+}
