@@ -53,11 +53,7 @@ pub struct JobUpdate {
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
     async fn checkpoint(&self, shard_id: &str) -> Result<Option<Checkpoint>, StoreError>;
-    async fn set_checkpoint(
-        &self,
-        shard_id: &str,
-        checkpoint: &Checkpoint,
-    ) -> Result<(), StoreError>;
+    async fn set_checkpoint(&self, shard_id: &str, checkpoint: &Checkpoint) -> Result<(), StoreError>;
     async fn list_checkpoints(&self) -> Result<Vec<(String, Checkpoint)>, StoreError>;
     async fn delete_checkpoint(&self, shard_id: &str) -> Result<(), StoreError>;
 }
@@ -67,10 +63,7 @@ pub trait CheckpointStore: Send + Sync {
 pub trait JobStore: Send + Sync {
     /// Loads the states of these jobs; absent (or expired) jobs are missing
     /// from the map.
-    async fn load_jobs(
-        &self,
-        job_sids: &[&str],
-    ) -> Result<HashMap<String, Versioned<JobState>>, StoreError>;
+    async fn load_jobs(&self, job_sids: &[&str]) -> Result<HashMap<String, Versioned<JobState>>, StoreError>;
     /// Writes each update if its job is still at `expected_version`.
     /// Returns the sids whose condition failed (nothing was written for
     /// them); the others were written.
