@@ -17,6 +17,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+use crate::output::{DeadLetterConfig, DeliveryConfig, OutputConfig, OutputsConfig};
 use time::format_description::well_known::Rfc3339;
 
 /// Where reading starts in a shard that has no checkpoint yet.
@@ -178,8 +180,14 @@ pub struct Config {
     pub log_level: String,
     pub poll: PollConfig,
     pub aws_timeouts: AwsTimeouts,
-    #[serde(skip)]
-    pub outputs: crate::output::OutputsConfig,
+    /// `[[output]]` tables; none means one stdout output.
+    #[serde(rename = "output", skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputConfig>,
+    /// `[dead_letter]`; none means `dead-letter.jsonl` in `state_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterConfig>,
+    /// `[delivery]`: retry policy and queue sizes of the outputs.
+    pub delivery: DeliveryConfig,
 }
 
 impl Default for Config {
@@ -194,7 +202,9 @@ impl Default for Config {
             log_level: "info".to_owned(),
             poll: PollConfig::default(),
             aws_timeouts: AwsTimeouts::default(),
-            outputs: Default::default(),
+            outputs: Vec::new(),
+            dead_letter: None,
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -228,6 +238,17 @@ impl Config {
         let config: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The output stage's part of the settings. (Kept as separate fields
+    /// here rather than a flattened struct, because serde cannot reject
+    /// unknown keys of a struct that flattens another.)
+    pub fn outputs_config(&self) -> OutputsConfig {
+        OutputsConfig {
+            outputs: self.outputs.clone(),
+            dead_letter: self.dead_letter.clone(),
+            delivery: self.delivery.clone(),
+        }
     }
 
     /// The stream name, which has no default.

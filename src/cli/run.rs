@@ -99,7 +99,12 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
         let store = open_store(&config)?;
-        let outputs = Outputs::start(&config.outputs, &aws, &config.state_dir, shutdown.clone())
+        // The outputs get their own token, cancelled only when the grace
+        // period runs out: on SIGTERM, batches already read must still be
+        // delivered (and then checkpointed), so outputs keep working while
+        // the readers stop.
+        let outputs_stop = tokio_util::sync::CancellationToken::new();
+        let outputs = Outputs::start(&config.outputs_config(), &aws, &config.state_dir, outputs_stop.clone())
             .await
             .context("starting outputs")?;
         let stats = Arc::new(Stats::default());
@@ -139,6 +144,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             }
             None => {
+                outputs_stop.cancel();
                 tracing::warn!(
                     message = "Shutdown grace period ran out before every batch drained; undrained records will be read again on restart.",
                     grace = %humantime::format_duration(config.shutdown_grace)
