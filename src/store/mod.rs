@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::track::JobState;
 
 pub mod embedded;
+pub mod memory;
 
 /// Errors a caller branches on. Anything else is `Backend`.
 #[derive(Debug, thiserror::Error)]
