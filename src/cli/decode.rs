@@ -79,7 +79,9 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<()> {
         run_lines(&tracker, stdin, &mut out).await
     } else {
         for (i, path) in args.raw.iter().enumerate() {
-            let data = tokio::fs::read(path).await.with_context(|| format!("reading {}", path.display()))?;
+            let data = tokio::fs::read(path)
+                .await
+                .with_context(|| format!("reading {}", path.display()))?;
             let origin = synthetic_origin(&path.display().to_string(), i as u64 + 1);
             let report = process(&tracker, &data, origin).await?;
             emit(&mut out, &report)?;
@@ -103,55 +105,69 @@ fn open_store(args: &DecodeArgs) -> anyhow::Result<Arc<dyn JobStore>> {
 /// Reads `input` line by line and reports each record. A line longer than
 /// a record can be is not kept in memory: it is drained and reported as too
 /// large, so the cost stays bounded whatever is piped in.
-pub async fn run_lines<R: AsyncBufRead + Unpin>(tracker: &Tracker, mut input: R, out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run_lines<R: AsyncBufRead + Unpin>(
+    tracker: &Tracker,
+    mut input: R,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut line_no: u64 = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
-        let Some(len) = read_line(&mut input, &mut line, MAX_RECORD_BYTES + 2).await? else {
+        let Some(len) = read_line(&mut input, &mut line, MAX_RECORD_BYTES + 1).await? else {
             return Ok(());
         };
         line_no += 1;
-        let record: &[u8] = if line.ends_with(b"\r\n") {
-            &line[..line.len() - 2]
-        } else if line.ends_with(b"\n") {
-            &line[..line.len() - 1]
-        } else {
-            &line
-        };
-        if record.is_empty() && len == line.len() {
+        if len == 0 {
             continue;
         }
         let origin = synthetic_origin("stdin", line_no);
         let report = if len > line.len() {
-            // Truncated: the record itself is larger than the limit.
-            let terminator = if line.ends_with(b"\n") { 1 } else { 0 };
-            too_large(len - terminator)
+            // Only the start was kept: the record is larger than any record
+            // can be, and says so with its real size.
+            too_large(len)
         } else {
-            process(tracker, record, origin).await?
+            process(tracker, &line, origin).await?
         };
         emit(out, &report)?;
     }
 }
 
-/// Appends one line (with its `\n`) to `buf`, keeping at most `keep` bytes.
-/// Returns the line's full length, or `None` at end of input.
-async fn read_line<R: AsyncBufRead + Unpin>(input: &mut R, buf: &mut Vec<u8>, keep: usize) -> std::io::Result<Option<usize>> {
+/// Appends one line (without its `\n` or `\r\n`) to `buf`, keeping at
+/// most `keep` bytes of it. Returns the record's full length (terminator
+/// excluded), or `None` at end of input.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    keep: usize,
+) -> std::io::Result<Option<usize>> {
     let mut total = 0usize;
+    let mut started = false;
+    let mut last: Option<u8> = None;
     loop {
         let chunk = input.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok((total > 0).then_some(total));
+            return Ok(started.then_some(total));
         }
+        started = true;
         let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
+            Some(i) => (i, true),
             None => (chunk.len(), false),
         };
         let room = keep.saturating_sub(buf.len());
         buf.extend_from_slice(&chunk[..take.min(room)]);
+        if take > 0 {
+            last = Some(chunk[take - 1]);
+        }
         total += take;
-        input.consume(take);
+        input.consume(if done { take + 1 } else { take });
         if done {
+            if last == Some(b'\r') {
+                total -= 1;
+                if buf.len() > total {
+                    buf.truncate(total);
+                }
+            }
             return Ok(Some(total));
         }
     }
@@ -180,7 +196,11 @@ fn synthetic_origin(shard: &str, sequence: u64) -> Origin {
 }
 
 /// Decodes and tracks one record, exactly as the worker does.
-pub async fn process(tracker: &Tracker, data: &[u8], origin: Origin) -> anyhow::Result<RecordReport> {
+pub async fn process(
+    tracker: &Tracker,
+    data: &[u8],
+    origin: Origin,
+) -> anyhow::Result<RecordReport> {
     let decoded = decode(data, origin.arrival);
     let class = decoded.class().as_str();
     Ok(match decoded {
@@ -224,4 +244,107 @@ fn emit(out: &mut impl Write, report: &RecordReport) -> anyhow::Result<()> {
     // One line at a time, so piping into `jq` or a test reads as it goes.
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const JOB: &str = r#"{"specversion":"1.0","type":"com.twilio.lookup.bulk.job-status-changed","source":"AB1","id":"ID","data":{"job_sid":"JW1","status":"STATUS"}}"#;
+
+    fn job(id: &str, status: &str) -> String {
+        JOB.replace("\"ID\"", &format!("\"{id}\""))
+            .replace("STATUS", status)
+    }
+
+    async fn lines(input: &[u8]) -> Vec<Value> {
+        let tracker = Tracker::new(Arc::new(MemoryStore::new()), DEFAULT_TERMINAL_TTL);
+        let mut out = Vec::new();
+        run_lines(&tracker, input, &mut out).await.unwrap();
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_json_line_per_record_in_order_through_decode_and_track() {
+        let input = format!(
+            "{}\r\n\n{}\nnot json\n{}\n{}\n{}",
+            job("e1", "CREATED"),
+            job("e2", "COMPLETED"),
+            job("e1", "CREATED"),
+            r#"{"specversion":"1.0","type":"com.twilio.eventstreams.test-event","source":"Sink","id":"t","data":{"test_id":"u"}}"#,
+            r#"{"specversion":"1.0","type":"x.y","source":"s","id":"o"}"#,
+        );
+        let out = lines(input.as_bytes()).await;
+        assert_eq!(out.len(), 6, "the empty line is skipped: {out:?}");
+        let classes: Vec<&str> = out.iter().map(|l| l["class"].as_str().unwrap()).collect();
+        assert_eq!(
+            classes,
+            [
+                "bulk_job",
+                "bulk_job",
+                "bad",
+                "bulk_job",
+                "sink_test",
+                "other"
+            ]
+        );
+        assert_eq!(out[0]["verdict"], "transition");
+        assert_eq!(out[0]["transitions"][0]["status"], "CREATED");
+        assert_eq!(out[0]["transitions"][0]["origin"]["sequence_number"], "1");
+        assert_eq!(out[1]["transitions"][0]["previous_status"], "CREATED");
+        assert_eq!(
+            out[1]["transitions"][0]["origin"]["sequence_number"], "3",
+            "line numbers count the skipped line"
+        );
+        assert_eq!(
+            out[2]["reason"],
+            "not JSON: expected ident at line 1 column 2"
+        );
+        assert_eq!(out[2]["transitions"], Value::Array(vec![]));
+        assert_eq!(out[3]["verdict"], "duplicate");
+        assert!(out[3]["transitions"].as_array().unwrap().is_empty());
+        assert!(out[4].get("reason").is_none() && out[4].get("verdict").is_none());
+    }
+
+    #[tokio::test]
+    async fn raw_bytes_are_kept_and_an_oversized_line_is_bad_without_being_held() {
+        let mut input = b"\xff\xfe\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+        input.extend(b"\n");
+        input.extend(job("e1", "QUEUED").as_bytes());
+        let out = lines(&input).await;
+        assert_eq!(out[0]["reason"], "not UTF-8 at byte 0");
+        assert_eq!(
+            out[1]["reason"],
+            format!(
+                "too large: {} bytes > {}",
+                MAX_RECORD_BYTES + 10,
+                MAX_RECORD_BYTES
+            )
+        );
+        assert_eq!(
+            out[2]["transitions"][0]["status"], "QUEUED",
+            "a last line without newline counts"
+        );
+    }
+
+    #[tokio::test]
+    async fn state_dir_is_refused_until_the_embedded_store_is_wired() {
+        let args = DecodeArgs {
+            state_dir: Some("/tmp/x".into()),
+            ..DecodeArgs::default()
+        };
+        assert!(
+            run(args)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("--state-dir")
+        );
+    }
 }

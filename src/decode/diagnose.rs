@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use super::envelope::{Outcome, classify};
+use super::envelope::classify;
 use super::error::json_type;
 use super::event::{BULK_JOB_TYPE, SINK_TEST_TYPE};
 use super::limits::{MAX_DEPTH, check_depth};
@@ -33,13 +33,15 @@ pub(super) fn decode_slow(json: &str, arrival: Option<OffsetDateTime>) -> Decode
         Err(e) => return Decoded::Bad(DecodeError::NotJson(e.to_string())),
     };
     let Value::Object(obj) = &value else {
-        return Decoded::Bad(DecodeError::NotObject { found: json_type(&value) });
+        return Decoded::Bad(DecodeError::NotObject {
+            found: json_type(&value),
+        });
     };
     match envelope(obj).map(|env| classify(env, arrival)) {
-        Ok(Outcome::Done(decoded)) => decoded,
+        Ok(Some(decoded)) => decoded,
         // Everything was checked above; if serde still disagrees, say so
         // rather than guess.
-        Ok(Outcome::Slow) => Decoded::Bad(DecodeError::Invalid(
+        Ok(None) => Decoded::Bad(DecodeError::Invalid(
             "data could not be read after its fields checked out".to_owned(),
         )),
         Err(e) => Decoded::Bad(e),
@@ -57,14 +59,23 @@ fn envelope(obj: &Map<String, Value>) -> Result<WireEnvelope<'_>, DecodeError> {
     // Same presence order as `classify`, so that a record with a missing
     // attribute and a bad `data` is blamed for the attribute, as the fast
     // path would.
-    for (v, name) in [(&env.id, "id"), (&env.source, "source"), (&env.specversion, "specversion"), (&env.ty, "type")] {
+    for (v, name) in [
+        (&env.id, "id"),
+        (&env.source, "source"),
+        (&env.specversion, "specversion"),
+        (&env.ty, "type"),
+    ] {
         match v {
             None => return Err(DecodeError::MissingAttribute(name)),
             Some(Text(s)) if s.is_empty() => return Err(DecodeError::EmptyAttribute(name)),
             Some(_) => {}
         }
     }
-    let specversion = env.specversion.as_ref().map(|t| t.0.as_ref()).unwrap_or_default();
+    let specversion = env
+        .specversion
+        .as_ref()
+        .map(|t| t.0.as_ref())
+        .unwrap_or_default();
     if !(specversion == "1.0" || specversion.starts_with("1.")) {
         return Err(DecodeError::UnsupportedSpecVersion(specversion.to_owned()));
     }
@@ -89,7 +100,10 @@ fn envelope(obj: &Map<String, Value>) -> Result<WireEnvelope<'_>, DecodeError> {
 }
 
 /// An attribute that must be a string when present and not null.
-fn attr_str<'a>(obj: &'a Map<String, Value>, name: &'static str) -> Result<Option<Text<'a>>, DecodeError> {
+fn attr_str<'a>(
+    obj: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<Text<'a>>, DecodeError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(Text(Cow::Borrowed(s)))),
@@ -108,8 +122,9 @@ fn data(v: Option<&Value>, fields: Fields) -> Result<Option<WireData<'static>>, 
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => fields(m).map(|w| Some(WireData::Object(w))),
         Some(Value::String(s)) => {
-            check_depth(s.as_bytes(), MAX_DEPTH - 1)?;
-            let inner: Value = serde_json::from_str(s).map_err(|e| DecodeError::DataStringNotJson(e.to_string()))?;
+            check_depth(s.as_bytes(), 1, MAX_DEPTH)?;
+            let inner: Value = serde_json::from_str(s)
+                .map_err(|e| DecodeError::DataStringNotJson(e.to_string()))?;
             match &inner {
                 Value::Object(m) => fields(m).map(|w| Some(WireData::Object(w))),
                 other => Err(DecodeError::WrongAttributeType {
@@ -170,7 +185,11 @@ fn wrong(field: &'static str, expected: &'static str, v: &Value) -> DecodeError 
     }
 }
 
-fn string(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Option<String>, DecodeError> {
+fn string(
+    m: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<String>, DecodeError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -178,7 +197,11 @@ fn string(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Opti
     }
 }
 
-fn integer(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Option<i64>, DecodeError> {
+fn integer(
+    m: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<i64>, DecodeError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
@@ -191,7 +214,11 @@ fn integer(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Opt
     }
 }
 
-fn number(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Option<f64>, DecodeError> {
+fn number(
+    m: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<f64>, DecodeError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -199,7 +226,11 @@ fn number(m: &Map<String, Value>, key: &str, field: &'static str) -> Result<Opti
     }
 }
 
-fn object<'a>(m: &'a Map<String, Value>, key: &str, field: &'static str) -> Result<Option<&'a Map<String, Value>>, DecodeError> {
+fn object<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<&'a Map<String, Value>>, DecodeError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),

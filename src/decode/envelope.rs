@@ -11,19 +11,19 @@ use std::borrow::Cow;
 
 use time::OffsetDateTime;
 
-use super::event::{BULK_JOB_TYPE, BulkJobData, BulkJobEvent, JobResult, OtherEvent, SINK_TEST_TYPE, SinkTestEvent, Thresholds, TimeSource};
+use super::event::{
+    BULK_JOB_TYPE, BulkJobData, BulkJobEvent, JobResult, OtherEvent, SINK_TEST_TYPE, SinkTestEvent,
+    Thresholds, TimeSource,
+};
 use super::limits::{MAX_DEPTH, check_depth};
 use super::timestamp::parse_timestamp;
 use super::wire::{Text, WireBulkData, WireData, WireEnvelope};
 use super::{DecodeError, Decoded};
 use crate::track::JobStatus;
 
-/// What the fast path concluded.
-pub(super) enum Outcome {
-    Done(Decoded),
-    /// serde could not read the record into the typed shape: diagnose it.
-    Slow,
-}
+/// What the fast path concluded: `None` means serde could not read the
+/// record into the typed shape, so diagnose it.
+pub(super) type Outcome = Option<Decoded>;
 
 /// Starts with `{` after optional whitespace. serde's derived structs also
 /// accept arrays (fields by position), which an envelope must never be.
@@ -33,11 +33,11 @@ pub(super) fn looks_like_object(json: &str) -> bool {
 
 pub(super) fn decode_fast(json: &str, arrival: Option<OffsetDateTime>) -> Outcome {
     if !looks_like_object(json) {
-        return Outcome::Slow;
+        return None;
     }
     match serde_json::from_str::<WireEnvelope<'_>>(json) {
         Ok(env) => classify(env, arrival),
-        Err(_) => Outcome::Slow,
+        Err(_) => None,
     }
 }
 
@@ -46,27 +46,34 @@ pub(super) fn decode_fast(json: &str, arrival: Option<OffsetDateTime>) -> Outcom
 /// so a record with several problems always gets the same reason.
 pub(super) fn classify(env: WireEnvelope<'_>, arrival: Option<OffsetDateTime>) -> Outcome {
     match classify_inner(env, arrival) {
-        Ok(Some(decoded)) => Outcome::Done(decoded),
-        Ok(None) => Outcome::Slow,
-        Err(e) => Outcome::Done(Decoded::Bad(e)),
+        Ok(Some(decoded)) => Some(decoded),
+        Ok(None) => None,
+        Err(e) => Some(Decoded::Bad(e)),
     }
 }
 
 /// `Ok(None)` means "a JSON-encoded `data` string that serde could not
 /// read": only the slow path can say why.
-fn classify_inner(env: WireEnvelope<'_>, arrival: Option<OffsetDateTime>) -> Result<Option<Decoded>, DecodeError> {
+fn classify_inner(
+    env: WireEnvelope<'_>,
+    arrival: Option<OffsetDateTime>,
+) -> Result<Option<Decoded>, DecodeError> {
     let id = required(env.id, "id")?;
     let source = required(env.source, "source")?;
     let specversion = required(env.specversion, "specversion")?;
     let ty = required(env.ty, "type")?;
     // CloudEvents minor versions are backward compatible; a new major is not.
     if !(specversion == "1.0" || specversion.starts_with("1.")) {
-        return Err(DecodeError::UnsupportedSpecVersion(specversion.into_owned()));
+        return Err(DecodeError::UnsupportedSpecVersion(
+            specversion.into_owned(),
+        ));
     }
     match ty.as_ref() {
         BULK_JOB_TYPE => {
             let time = match env.time {
-                Some(Text(t)) => Some(parse_timestamp(&t).ok_or_else(|| DecodeError::BadTime(t.into_owned()))?),
+                Some(Text(t)) => {
+                    Some(parse_timestamp(&t).ok_or_else(|| DecodeError::BadTime(t.into_owned()))?)
+                }
                 None => None,
             };
             let Some(data) = with_data(env.data, bulk_data)? else {
@@ -83,7 +90,8 @@ fn classify_inner(env: WireEnvelope<'_>, arrival: Option<OffsetDateTime>) -> Res
             })))
         }
         SINK_TEST_TYPE => {
-            let test_id = |w: WireBulkData<'_>| w.test_id.ok_or(DecodeError::MissingField("data.test_id"));
+            let test_id =
+                |w: WireBulkData<'_>| w.test_id.ok_or(DecodeError::MissingField("data.test_id"));
             let Some(test_id) = with_data(env.data, test_id)? else {
                 return Ok(None);
             };
@@ -121,7 +129,7 @@ fn with_data<R>(
         Some(WireData::Text(s)) => {
             // The string sits one level inside the envelope; bound its
             // contents as if they were inline.
-            check_depth(s.as_bytes(), MAX_DEPTH - 1)?;
+            check_depth(s.as_bytes(), 1, MAX_DEPTH)?;
             if !looks_like_object(&s) {
                 return Ok(None);
             }
@@ -171,13 +179,18 @@ fn bulk_data(w: WireBulkData<'_>) -> Result<BulkJobData, DecodeError> {
     })
 }
 
-fn timestamp_field(v: Option<Text<'_>>, field: &'static str) -> Result<Option<OffsetDateTime>, DecodeError> {
+fn timestamp_field(
+    v: Option<Text<'_>>,
+    field: &'static str,
+) -> Result<Option<OffsetDateTime>, DecodeError> {
     match v {
         None => Ok(None),
-        Some(Text(s)) => parse_timestamp(&s).map(Some).ok_or_else(|| DecodeError::BadTimestamp {
-            field,
-            value: s.into_owned(),
-        }),
+        Some(Text(s)) => parse_timestamp(&s)
+            .map(Some)
+            .ok_or_else(|| DecodeError::BadTimestamp {
+                field,
+                value: s.into_owned(),
+            }),
     }
 }
 

@@ -29,10 +29,15 @@ mod tests {
 
     #[test]
     fn every_listed_code_has_a_meaning_and_others_do_not() {
-        for code in [60606, 60607, 60608, 60611, 60612, 60614, 60616, 60617, 60619, 60626] {
+        for code in [
+            60606, 60607, 60608, 60611, 60612, 60614, 60616, 60617, 60619, 60626,
+        ] {
             assert!(meaning(code).is_some(), "{code}");
         }
-        assert_eq!(meaning(60608), Some("Lookup provider replied with an error"));
+        assert_eq!(
+            meaning(60608),
+            Some("Lookup provider replied with an error")
+        );
         assert_eq!(meaning(60609), None);
         assert_eq!(meaning(-1), None);
     }

@@ -16,19 +16,20 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Maximum nesting of arrays and objects, the envelope object counting 1.
 pub const MAX_DEPTH: usize = 32;
 
-/// Fails if `json` nests arrays/objects deeper than `limit`.
+/// Fails if `json`, found `outer` levels deep inside another document
+/// (0 for a whole record), nests arrays/objects deeper than `limit` in all.
 ///
 /// Fast path: nesting deeper than `limit` needs more than `limit` opening
 /// brackets, and counting bytes vectorizes well, so a typical event (four
 /// `{`) never runs the exact scan.
-pub fn check_depth(json: &[u8], limit: usize) -> Result<(), DecodeError> {
+pub fn check_depth(json: &[u8], outer: usize, limit: usize) -> Result<(), DecodeError> {
     let openers = json.iter().filter(|&&b| b == b'{' || b == b'[').count();
-    if openers <= limit {
+    if outer + openers <= limit {
         return Ok(());
     }
     // Exact scan: brackets inside strings do not count. Malformed JSON is
     // left to the parser; this only has to be right for the depth.
-    let mut depth = 0usize;
+    let mut depth = outer;
     let mut in_string = false;
     let mut escaped = false;
     for &b in json {
@@ -67,9 +68,9 @@ mod tests {
 
     #[test]
     fn depth_at_the_limit_passes_and_one_more_fails() {
-        assert!(check_depth(nested(MAX_DEPTH).as_bytes(), MAX_DEPTH).is_ok());
+        assert!(check_depth(nested(MAX_DEPTH).as_bytes(), 0, MAX_DEPTH).is_ok());
         assert_eq!(
-            check_depth(nested(MAX_DEPTH + 1).as_bytes(), MAX_DEPTH),
+            check_depth(nested(MAX_DEPTH + 1).as_bytes(), 0, MAX_DEPTH),
             Err(DecodeError::TooDeep { limit: MAX_DEPTH })
         );
     }
@@ -77,12 +78,21 @@ mod tests {
     #[test]
     fn brackets_inside_strings_do_not_count() {
         let s = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
-        assert!(check_depth(s.as_bytes(), MAX_DEPTH).is_ok());
+        assert!(check_depth(s.as_bytes(), 0, MAX_DEPTH).is_ok());
+    }
+
+    #[test]
+    fn outer_depth_counts() {
+        assert!(check_depth(nested(MAX_DEPTH - 1).as_bytes(), 1, MAX_DEPTH).is_ok());
+        assert_eq!(
+            check_depth(nested(MAX_DEPTH).as_bytes(), 1, MAX_DEPTH),
+            Err(DecodeError::TooDeep { limit: MAX_DEPTH })
+        );
     }
 
     #[test]
     fn many_siblings_are_not_depth() {
         let s = format!("[{}]", vec!["[]"; 1000].join(","));
-        assert!(check_depth(s.as_bytes(), MAX_DEPTH).is_ok());
+        assert!(check_depth(s.as_bytes(), 0, MAX_DEPTH).is_ok());
     }
 }

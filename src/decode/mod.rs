@@ -46,7 +46,10 @@ mod tests;
 use time::OffsetDateTime;
 
 pub use error::DecodeError;
-pub use event::{BULK_JOB_TYPE, BulkJobData, BulkJobEvent, JobResult, OtherEvent, SINK_TEST_TYPE, SinkTestEvent, Thresholds, TimeSource};
+pub use event::{
+    BULK_JOB_TYPE, BulkJobData, BulkJobEvent, JobResult, OtherEvent, SINK_TEST_TYPE, SinkTestEvent,
+    Thresholds, TimeSource,
+};
 pub use timestamp::parse_timestamp;
 
 /// One record, classified.
@@ -109,16 +112,20 @@ pub fn decode(data: &[u8], arrival: Option<OffsetDateTime>) -> Decoded {
     // `from_str` then skips its own UTF-8 validation.
     let json = match std::str::from_utf8(data) {
         Ok(s) => s,
-        Err(e) => return Decoded::Bad(DecodeError::NotUtf8 { at: e.valid_up_to() }),
+        Err(e) => {
+            return Decoded::Bad(DecodeError::NotUtf8 {
+                at: e.valid_up_to(),
+            });
+        }
     };
     if json.trim_ascii().is_empty() {
         return Decoded::Bad(DecodeError::Empty);
     }
-    if let Err(e) = limits::check_depth(data, limits::MAX_DEPTH) {
+    if let Err(e) = limits::check_depth(data, 0, limits::MAX_DEPTH) {
         return Decoded::Bad(e);
     }
     match envelope::decode_fast(json, arrival) {
-        envelope::Outcome::Done(decoded) => decoded,
-        envelope::Outcome::Slow => diagnose::decode_slow(json, arrival),
+        Some(decoded) => decoded,
+        None => diagnose::decode_slow(json, arrival),
     }
 }

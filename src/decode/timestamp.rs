@@ -18,7 +18,9 @@ pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
     if let Ok(t) = OffsetDateTime::parse(s, &Iso8601::DEFAULT) {
         return Some(t.to_offset(UtcOffset::UTC));
     }
-    PrimitiveDateTime::parse(s, &Iso8601::DEFAULT).ok().map(PrimitiveDateTime::assume_utc)
+    PrimitiveDateTime::parse(s, &Iso8601::DEFAULT)
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
 }
 
 #[cfg(test)]
@@ -32,12 +34,23 @@ mod tests {
         assert_eq!(parse_timestamp("2025-01-01T00:01:00.000Z"), Some(want));
         assert_eq!(parse_timestamp("2025-01-01T01:01:00+01:00"), Some(want));
         assert_eq!(parse_timestamp("2025-01-01T00:01:00"), Some(want));
-        assert_eq!(parse_timestamp("2025-01-01T01:01:00+01:00").unwrap().offset(), UtcOffset::UTC);
+        assert_eq!(
+            parse_timestamp("2025-01-01T01:01:00+01:00")
+                .unwrap()
+                .offset(),
+            UtcOffset::UTC
+        );
     }
 
     #[test]
     fn rejects_non_timestamps() {
-        for s in ["", "yesterday", "2025-13-01T00:00:00Z", "application/json", "2025-01-01"] {
+        for s in [
+            "",
+            "yesterday",
+            "2025-13-01T00:00:00Z",
+            "application/json",
+            "2025-01-01",
+        ] {
             assert_eq!(parse_timestamp(s), None, "{s}");
         }
     }

@@ -62,6 +62,9 @@ pub(super) struct WireEnvelope<'a> {
 
 /// `data` as found: an object, a JSON-encoded string, or something else
 /// (kept only as its type name, for the error).
+// Lives for one decode on the stack; boxing the large variant would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum WireData<'a> {
     Object(WireBulkData<'a>),

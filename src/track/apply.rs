@@ -118,9 +118,13 @@ pub(crate) fn step(
     };
 
     if let Some(entry) = st.history.iter().find(|h| h.event_id == event.id) {
-        let same_record = entry.shard_id == *origin.shard_id && entry.sequence_number == origin.sequence_number;
+        let same_record =
+            entry.shard_id == *origin.shard_id && entry.sequence_number == origin.sequence_number;
         return if same_record {
-            (Verdict::Replayed(Transition::replay(entry, event, origin)), false)
+            (
+                Verdict::Replayed(Transition::replay(entry, event, origin)),
+                false,
+            )
         } else {
             (Verdict::Duplicate, false)
         };
@@ -169,13 +173,21 @@ fn decide(st: &JobState, event: &BulkJobEvent) -> Decision {
             return Decision::Repeat;
         }
         let unknown = st.history.iter().filter(|h| !h.status.is_known()).count();
-        return if unknown >= MAX_UNKNOWN_STATUSES { Decision::Stale } else { Decision::Emit };
+        return if unknown >= MAX_UNKNOWN_STATUSES {
+            Decision::Stale
+        } else {
+            Decision::Emit
+        };
     };
     let Some(current) = st.rank() else {
         return Decision::Emit;
     };
     if st.is_terminal() {
-        return if st.known_status.as_ref() == Some(status) { Decision::Repeat } else { Decision::Stale };
+        return if st.known_status.as_ref() == Some(status) {
+            Decision::Repeat
+        } else {
+            Decision::Stale
+        };
     }
     match rank.cmp(&current) {
         std::cmp::Ordering::Greater => Decision::Emit,
@@ -184,7 +196,12 @@ fn decide(st: &JobState, event: &BulkJobEvent) -> Decision {
     }
 }
 
-fn first_state(t: &Transition, event: &BulkJobEvent, now: OffsetDateTime, terminal_ttl: Duration) -> JobState {
+fn first_state(
+    t: &Transition,
+    event: &BulkJobEvent,
+    now: OffsetDateTime,
+    terminal_ttl: Duration,
+) -> JobState {
     let mut st = JobState {
         job_sid: t.job_sid.clone(),
         status: t.status.clone(),
@@ -201,7 +218,13 @@ fn first_state(t: &Transition, event: &BulkJobEvent, now: OffsetDateTime, termin
     st
 }
 
-fn record(st: &mut JobState, t: &Transition, event: &BulkJobEvent, now: OffsetDateTime, terminal_ttl: Duration) {
+fn record(
+    st: &mut JobState,
+    t: &Transition,
+    event: &BulkJobEvent,
+    now: OffsetDateTime,
+    terminal_ttl: Duration,
+) {
     st.history.push(HistoryEntry::of(t, now));
     st.status = t.status.clone();
     if t.status_known {
@@ -214,7 +237,10 @@ fn record(st: &mut JobState, t: &Transition, event: &BulkJobEvent, now: OffsetDa
     st.snapshot_event_time = event.time;
     st.updated_at = now;
     if t.terminal {
-        st.expires_at = Some(now.saturating_add(time::Duration::try_from(terminal_ttl).unwrap_or(time::Duration::MAX)));
+        st.expires_at =
+            Some(now.saturating_add(
+                time::Duration::try_from(terminal_ttl).unwrap_or(time::Duration::MAX),
+            ));
     }
 }
 

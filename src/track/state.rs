@@ -84,7 +84,9 @@ impl JobState {
 
     /// Whether the job reached a terminal status.
     pub fn is_terminal(&self) -> bool {
-        self.known_status.as_ref().is_some_and(JobStatus::is_terminal)
+        self.known_status
+            .as_ref()
+            .is_some_and(JobStatus::is_terminal)
     }
 
     /// The lifecycle rank of the job (`None`: only unknown statuses so far).

@@ -97,7 +97,9 @@ impl JobStatus {
             JobStatus::Queued => 2,
             JobStatus::Processing | JobStatus::InProgress => 3,
             JobStatus::StopRequested => 4,
-            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled | JobStatus::Stopped => TERMINAL_RANK,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled | JobStatus::Stopped => {
+                TERMINAL_RANK
+            }
             JobStatus::Unknown(_) => return None,
         })
     }
@@ -158,7 +160,12 @@ mod tests {
             assert!(pair[0].rank() < pair[1].rank(), "{} < {}", pair[0], pair[1]);
         }
         assert_eq!(JobStatus::Processing.rank(), JobStatus::InProgress.rank());
-        for t in [JobStatus::Completed, JobStatus::Failed, JobStatus::Canceled, JobStatus::Stopped] {
+        for t in [
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Canceled,
+            JobStatus::Stopped,
+        ] {
             assert!(t.is_terminal());
             assert_eq!(t.rank(), Some(TERMINAL_RANK));
         }
@@ -187,7 +194,10 @@ mod tests {
 
     #[test]
     fn serde_uses_twilio_strings() {
-        assert_eq!(serde_json::to_string(&JobStatus::FileReceived).unwrap(), "\"FILE_RECEIVED\"");
+        assert_eq!(
+            serde_json::to_string(&JobStatus::FileReceived).unwrap(),
+            "\"FILE_RECEIVED\""
+        );
         let back: JobStatus = serde_json::from_str("\"ARCHIVED\"").unwrap();
         assert_eq!(back, JobStatus::Unknown("ARCHIVED".into()));
         let back: JobStatus = serde_json::from_str("\"STOP_REQUESTED\"").unwrap();

@@ -30,7 +30,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(store: Arc<dyn JobStore>, terminal_ttl: Duration) -> Tracker {
-        Tracker { store, terminal_ttl }
+        Tracker {
+            store,
+            terminal_ttl,
+        }
     }
 
     /// Returns exactly one verdict per event, in the same order.
@@ -42,7 +45,10 @@ impl Tracker {
     /// state is written before the caller delivers anything: if the
     /// process dies in between, the same records read again get
     /// [`Verdict::Replayed`].
-    pub async fn track(&self, events: &[(BulkJobEvent, Origin)]) -> Result<Vec<Verdict>, StoreError> {
+    pub async fn track(
+        &self,
+        events: &[(BulkJobEvent, Origin)],
+    ) -> Result<Vec<Verdict>, StoreError> {
         let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut pending: Vec<&str> = Vec::new();
         for (i, (event, _)) in events.iter().enumerate() {
@@ -75,7 +81,10 @@ impl Tracker {
                     changed |= c;
                 }
                 if let (true, Some(state)) = (changed, state) {
-                    updates.push(JobUpdate { state, expected_version });
+                    updates.push(JobUpdate {
+                        state,
+                        expected_version,
+                    });
                 }
             }
             let conflicts = if updates.is_empty() {
@@ -87,9 +96,15 @@ impl Tracker {
                 break;
             }
             if attempt >= MAX_ATTEMPTS {
-                return Err(StoreError::Conflict { key: conflicts.join(",") });
+                return Err(StoreError::Conflict {
+                    key: conflicts.join(","),
+                });
             }
-            tracing::debug!(jobs = conflicts.len(), attempt, "job state changed under us; recomputing");
+            tracing::debug!(
+                jobs = conflicts.len(),
+                attempt,
+                "job state changed under us; recomputing"
+            );
             pending.retain(|sid| conflicts.iter().any(|c| c == sid));
             attempt += 1;
             // A little spacing so two workers racing on one job do not

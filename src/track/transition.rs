@@ -60,16 +60,36 @@ impl Transition {
     }
 
     /// The transition `event` causes when the job was last at `previous`.
-    pub(crate) fn new(event: &BulkJobEvent, origin: &Origin, previous_status: Option<JobStatus>) -> Transition {
-        Transition::build(event, origin, previous_status, event.time, event.time_source)
+    pub(crate) fn new(
+        event: &BulkJobEvent,
+        origin: &Origin,
+        previous_status: Option<JobStatus>,
+    ) -> Transition {
+        Transition::build(
+            event,
+            origin,
+            previous_status,
+            event.time,
+            event.time_source,
+        )
     }
 
     /// The very transition recorded in `entry`, rebuilt from the same record
     /// read again. The record's bytes are the same, so its snapshot is too;
     /// the id, the previous status and the time come from the entry (the
     /// time in case it had fallen back to the clock).
-    pub(crate) fn replay(entry: &HistoryEntry, event: &BulkJobEvent, origin: &Origin) -> Transition {
-        let mut t = Transition::build(event, origin, entry.previous_status.clone(), entry.event_time, entry.event_time_source);
+    pub(crate) fn replay(
+        entry: &HistoryEntry,
+        event: &BulkJobEvent,
+        origin: &Origin,
+    ) -> Transition {
+        let mut t = Transition::build(
+            event,
+            origin,
+            entry.previous_status.clone(),
+            entry.event_time,
+            entry.event_time_source,
+        );
         t.transition_id = entry.transition_id;
         t
     }
@@ -126,7 +146,10 @@ impl JobSnapshot {
             thresholds: data.thresholds.clone(),
             result: data.result.clone(),
             twilio_error_code: data.twilio_error_code,
-            twilio_error_message: data.twilio_error_code.and_then(error_codes::meaning).map(str::to_owned),
+            twilio_error_message: data
+                .twilio_error_code
+                .and_then(error_codes::meaning)
+                .map(str::to_owned),
         }
     }
 }
@@ -159,5 +182,5 @@ mod tests {
         );
     }
 
-    const PINNED_COMPLETED_ID: &str = "PLACEHOLDER";
+    const PINNED_COMPLETED_ID: &str = "6834a8c1-7ed0-5ed7-acce-7a6683d1e229";
 }
