@@ -323,6 +323,8 @@ fn one_line(e: &figment::Error) -> String {
 }
 
 #[cfg(test)]
+// figment's Jail API returns its own large error type; that is its design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -364,8 +366,13 @@ mod tests {
             struct Flags {
                 state_dir: &'static str,
             }
-            let c = Config::load(Some(Path::new("b.toml")), &Flags { state_dir: "flag-dir" })
-                .map_err(|e| e.to_string())?;
+            let c = Config::load(
+                Some(Path::new("b.toml")),
+                &Flags {
+                    state_dir: "flag-dir",
+                },
+            )
+            .map_err(|e| e.to_string())?;
             assert_eq!(c.stream.as_deref(), Some("from-env"));
             assert_eq!(c.state_dir, PathBuf::from("flag-dir"));
             assert_eq!(c.poll.interval, Duration::from_millis(300));

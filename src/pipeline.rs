@@ -94,7 +94,12 @@ impl Pipeline {
     /// skipping records or checkpointing unsafely; waiting is the only
     /// correct choice, and the warning tells on-call why the shard stalls.
     /// After shutdown it stops trying, leaving the checkpoint behind.
-    async fn with_store_retry<T, F, Fut>(&self, what: &str, shard: &str, mut f: F) -> Result<T, Stop>
+    async fn with_store_retry<T, F, Fut>(
+        &self,
+        what: &str,
+        shard: &str,
+        mut f: F,
+    ) -> Result<T, Stop>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,

@@ -28,12 +28,7 @@ use webhook_server::WebhookServer;
 /// The one place these tests build a transition: adapt it when the track
 /// stage's type gains fields.
 fn transition(job: &str, status: &str) -> Transition {
-    Transition {
-        transition_id: format!("{job}-{status}"),
-        job_sid: job.into(),
-        status: status.into(),
-        friendly_name: Some(format!("name of {job}")),
-    }
+    Transition::sample(job, status, Some(&format!("name of {job}")))
 }
 
 fn batch(items: &[(&str, &str)]) -> Arc<[Transition]> {

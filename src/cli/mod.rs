@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LogFormat, StartPosition};
 
+pub mod decode;
 mod run;
 
 const AFTER_HELP: &str = "\
@@ -56,6 +57,10 @@ pub enum Command {
     /// Inspect or reset checkpoints in the store.
     #[command(subcommand)]
     Checkpoints(run::CheckpointsCommand),
+    /// Decode record payloads from stdin (one per line) or files, through
+    /// exactly the worker's decode and track code, and print one JSON line
+    /// per record: its class, the reason if bad, and its transitions.
+    Decode(decode::DecodeArgs),
     /// Settings tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -123,6 +128,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.stream()?;
             crate::ops::logging::init(config.log_format, &config.log_level);
             run::checkpoints(config, cmd)
+        }
+        Command::Decode(args) => {
+            crate::ops::logging::init(
+                cli.log_format.unwrap_or_default(),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(decode::run(args.clone()))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Check(args)) => {
             let config = load(args)?;

@@ -167,7 +167,10 @@ pub fn checkpoints(config: Config, cmd: &CheckpointsCommand) -> anyhow::Result<E
         match cmd {
             CheckpointsCommand::List(_) => {
                 for (shard, cp) in store.list_checkpoints().await? {
-                    println!("{}", serde_json::json!({ "shard_id": shard, "checkpoint": cp }));
+                    println!(
+                        "{}",
+                        serde_json::json!({ "shard_id": shard, "checkpoint": cp })
+                    );
                 }
             }
             CheckpointsCommand::Reset { shard, .. } => {

@@ -56,7 +56,11 @@ impl Filter {
             return false;
         }
         if let Some(re) = &self.friendly_name {
-            return t.friendly_name.as_deref().is_some_and(|n| re.is_match(n));
+            return t
+                .job
+                .friendly_name
+                .as_deref()
+                .is_some_and(|n| re.is_match(n));
         }
         true
     }

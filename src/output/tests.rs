@@ -21,12 +21,12 @@ use crate::track::Transition;
 /// The one place unit tests build a transition: adapt it when the track
 /// stage's type gains fields.
 pub(crate) fn transition(job: &str, status: &str, friendly_name: Option<&str>) -> Transition {
-    Transition {
-        transition_id: format!("{job}-{status}"),
-        job_sid: job.into(),
-        status: status.into(),
-        friendly_name: friendly_name.map(str::to_owned),
-    }
+    Transition::sample(job, status, friendly_name)
+}
+
+/// A readable name for an item in assertions: "<job>-<status>".
+fn label(i: &Item) -> String {
+    format!("{}-{}", i.job_sid, i.status)
 }
 
 type Decide = Box<dyn FnMut(&Item) -> Outcome + Send + Sync>;
@@ -46,7 +46,7 @@ impl Sink for FakeSink {
         self.calls
             .lock()
             .unwrap()
-            .push(items.iter().map(|i| i.transition_id.clone()).collect());
+            .push(items.iter().map(|i| label(i)).collect());
         items.iter().map(|i| (self.decide)(i)).collect()
     }
 }
@@ -308,7 +308,7 @@ async fn a_jobs_transitions_never_overtake_each_other() {
         "o",
         true,
         Box::new(move |i| {
-            if i.transition_id == "A-QUEUED" && first {
+            if label(i) == "A-QUEUED" && first {
                 first = false;
                 Outcome::retry("once")
             } else {

@@ -85,14 +85,17 @@ impl Coordinator {
                 tracing::info!(message = "Shards discovered.", stream = %self.stream, shards = shards.len());
                 last_count = shards.len();
             }
-            let checkpoints: HashMap<String, Checkpoint> =
-                match self.checkpoints.list_checkpoints().await {
-                    Ok(c) => c.into_iter().collect(),
-                    Err(e) => {
-                        tracing::warn!(message = "Could not read checkpoints; will retry.", stream = %self.stream, error = %e);
-                        continue;
-                    }
-                };
+            let checkpoints: HashMap<String, Checkpoint> = match self
+                .checkpoints
+                .list_checkpoints()
+                .await
+            {
+                Ok(c) => c.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(message = "Could not read checkpoints; will retry.", stream = %self.stream, error = %e);
+                    continue;
+                }
+            };
 
             for shard in plan(&shards, &checkpoints, &ended, &running) {
                 let start = match self.start_for(&shard, &checkpoints).await {
@@ -169,9 +172,8 @@ pub fn plan(
     running: &HashSet<String>,
 ) -> Vec<ShardInfo> {
     let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let done = |id: &str| {
-        ended.contains(id) || matches!(checkpoints.get(id), Some(Checkpoint::ShardEnd))
-    };
+    let done =
+        |id: &str| ended.contains(id) || matches!(checkpoints.get(id), Some(Checkpoint::ShardEnd));
     shards
         .iter()
         .filter(|s| !running.contains(&s.shard_id) && !done(&s.shard_id))

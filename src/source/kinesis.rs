@@ -51,7 +51,12 @@ impl From<&Shard> for ShardInfo {
             .is_some();
         let (start, end) = s
             .hash_key_range()
-            .map(|r| (r.starting_hash_key().to_owned(), r.ending_hash_key().to_owned()))
+            .map(|r| {
+                (
+                    r.starting_hash_key().to_owned(),
+                    r.ending_hash_key().to_owned(),
+                )
+            })
             .unwrap_or_default();
         ShardInfo {
             shard_id: s.shard_id().to_owned(),

@@ -171,8 +171,11 @@ impl ShardReader {
                         err.as_service_error(),
                         Some(GetRecordsError::ProvisionedThroughputExceededException(_))
                     );
-                    let wait =
-                        backoff_delay(failures, Duration::from_millis(500), Duration::from_secs(10));
+                    let wait = backoff_delay(
+                        failures,
+                        Duration::from_millis(500),
+                        Duration::from_secs(10),
+                    );
                     tracing::warn!(
                         message = "GetRecords failed; retrying with the same iterator.",
                         stream = %self.stream,
@@ -193,9 +196,9 @@ impl ShardReader {
                 .records
                 .into_iter()
                 .map(|r| {
-                    let arrival = r.approximate_arrival_timestamp.and_then(|t| {
-                        OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok()
-                    });
+                    let arrival = r
+                        .approximate_arrival_timestamp
+                        .and_then(|t| OffsetDateTime::from_unix_timestamp_nanos(t.as_nanos()).ok());
                     RawRecord {
                         data: r.data.into_inner(),
                         partition_key: r.partition_key.unwrap_or_default(),
@@ -287,7 +290,10 @@ impl ShardReader {
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(s),
         };
-        let out = req.send().await.map_err(|e| anyhow::anyhow!(aws_error_chain(&e)))?;
+        let out = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_error_chain(&e)))?;
         out.shard_iterator()
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("GetShardIterator returned no iterator"))

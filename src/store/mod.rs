@@ -35,6 +35,7 @@ use crate::track::JobState;
 // DYNAMO pub mod dynamodb;
 pub mod embedded;
 mod held;
+pub mod memory;
 
 /// Errors a caller branches on. Anything else is `Backend`.
 #[derive(Debug, thiserror::Error)]

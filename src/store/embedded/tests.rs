@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn job(sid: &str) -> JobState {
-    // JobState is the track stage's type; build it from JSON so these tests
-    // only depend on its `job_sid` field.
-    serde_json::from_value(serde_json::json!({ "job_sid": sid })).expect("JobState from {job_sid}")
+    JobState::sample(sid)
 }
 
 fn seq(s: &str) -> Checkpoint {
