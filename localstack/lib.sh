@@ -107,12 +107,15 @@ ls_descendants() {
 # is gone, and engines LocalStack started from its lib folder (kinesis-local's
 # node) that outlived it. Deliberately narrow: a user's `tail -f` of our log
 # must not match.
-# Services whose pid file is live are not strays (`up` cleans strays while
-# the other service may be running fine).
+# Services whose pid file is live, and their children (kinesis-local), are
+# not strays: `up` cleans strays while the other service may be running fine.
 ls_strays() {
-    local f pid cmd m1 m2 live
+    local f pid cmd m1 m2 live p
     m1=$(ls_marker localstack) m2=$(ls_marker moto)
-    live=" $(ls_pid localstack || true) $(ls_pid moto || true) "
+    live=" "
+    for p in $(ls_pid localstack || true) $(ls_pid moto || true); do
+        live+="$p $(ls_descendants "$p" | tr '\n' ' ') "
+    done
     # One grep pre-filters /proc (cheap), the exact test below decides.
     # shellcheck disable=SC2013 # /proc paths have no spaces
     for f in $(grep -lsaF -e "$LS_FSROOT/" -e "$LS_VENV/bin/python" \

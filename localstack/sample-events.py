@@ -429,7 +429,8 @@ def main() -> None:
                    help="create the stream with N shards if it does not exist, "
                         "and wait until it is ACTIVE")
     p.add_argument("--jobs", type=int, default=5, metavar="N",
-                   help="jobs in flight at once (default 5)")
+                   help="jobs in flight at once (default 5); 0 puts nothing, "
+                        "e.g. to only --create-shards")
     p.add_argument("--count", type=int, metavar="N",
                    help="make N bulk-job events in total, starting new jobs as "
                         "others finish (load tests)")
@@ -451,8 +452,8 @@ def main() -> None:
 
     if not a.print and not a.stream:
         p.error("--stream is required (or use --print)")
-    if a.jobs < 1 or (a.count is not None and a.count < 1):
-        p.error("--jobs and --count must be >= 1")
+    if a.jobs < 0 or (a.count is not None and (a.count < 1 or a.jobs < 1)):
+        p.error("--jobs must be >= 0 (>= 1 with --count), --count >= 1")
     if a.create_shards is not None and a.create_shards < 1:
         p.error("--create-shards must be >= 1")
 
