@@ -1,188 +1,493 @@
-//! Which shards run, and from where: discovers the stream's shards,
-//! starts one reader per shard, and keeps resharding in order (a closed
-//! parent is read to SHARD_END before its children start).
+//! Which shards this worker reads, and from where.
+//!
+//! Every shard has a lease in the store (KCL 2.x style). The coordinator
+//! runs one loop that, every `lease.renew_interval`:
+//!
+//! 1. renews the leases it holds, and stops the reader of any lease it
+//!    lost;
+//! 2. lists all leases and notes, on its own clock, when each lease's
+//!    counter last moved — a lease whose counter stood still for
+//!    `lease.failover_time` belongs to a dead worker;
+//! 3. takes unowned or expired leases until it holds its fair share
+//!    (active leases ÷ live workers, rounded up), or, when there are none
+//!    to take, steals one lease from the most loaded worker;
+//! 4. starts a reader for each held lease whose parents are finished, from
+//!    the lease's checkpoint.
+//!
+//! Every `poll.shard_sync_interval` (and at once when a shard ends) it also
+//! lists the stream's shards and creates leases for new ones, which is how
+//! resharding is followed without a restart. A closed parent is read to
+//! SHARD_END before any of its children starts, so a job's transitions stay
+//! in order.
+//!
+//! The embedded store holds the same leases in its file, owned by one fixed
+//! worker id, so a single worker runs exactly this code too: on restart it
+//! finds its own leases and takes them at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::kinesis::{ShardInfo, list_shards};
 use super::reader::{BatchSink, IteratorStart, ReaderExit, ShardReader};
-use crate::config::{PollConfig, StartPosition};
-use crate::store::{Checkpoint, CheckpointStore};
+use crate::config::{LeaseConfig, PollConfig, StartPosition};
+use crate::store::{HashKeyRange, Lease, LeaseCheckpoint, LeasedStore, NewLease, StoreError};
 
 pub struct Coordinator {
     pub client: Client,
     pub stream: Arc<str>,
     pub poll: PollConfig,
+    pub lease: LeaseConfig,
     pub start_position: StartPosition,
-    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub store: Arc<dyn LeasedStore>,
+}
+
+/// When this worker last saw a lease's counter or owner change.
+struct Seen {
+    counter: u64,
+    owner: Option<String>,
+    since: Instant,
+}
+
+/// The loop's memory between cycles.
+#[derive(Default)]
+struct State {
+    readers: JoinSet<(Arc<str>, ReaderExit)>,
+    task_shard: HashMap<tokio::task::Id, String>,
+    /// Shard → the token that stops its reader.
+    running: HashMap<String, CancellationToken>,
+    seen: HashMap<String, Seen>,
+    last_shard_count: Option<usize>,
 }
 
 impl Coordinator {
-    /// Runs until shutdown, then waits for every reader to finish its
-    /// current batch.
+    /// Runs until shutdown; then waits for every reader to finish its
+    /// current batch and releases the leases, so another worker can take
+    /// them at once instead of after the failover time.
     pub async fn run(
         self,
         sink: Arc<dyn BatchSink>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut readers: JoinSet<(Arc<str>, ReaderExit)> = JoinSet::new();
-        let mut running: HashSet<String> = HashSet::new();
-        // Task id → shard, so a reader that panicked can be named and
-        // restarted from its checkpoint.
-        let mut task_shard: HashMap<tokio::task::Id, String> = HashMap::new();
-        // Shards this worker saw reach SHARD_END, so their children may
-        // start before the store round-trip confirms it.
-        let mut ended: HashSet<String> = HashSet::new();
-        let mut ticker = tokio::time::interval(self.poll.shard_sync_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_count = usize::MAX;
+        let mut st = State::default();
+        let mut renew = tokio::time::interval(self.lease.renew_interval);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sync = tokio::time::interval(self.poll.shard_sync_interval);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
-                Some(joined) = readers.join_next_with_id(), if !readers.is_empty() => {
-                    match joined {
-                        Ok((id, (shard, ReaderExit::ShardEnded))) => {
-                            task_shard.remove(&id);
-                            running.remove(shard.as_ref());
-                            ended.insert(shard.to_string());
-                            // Its children can start now: look at once
-                            // rather than on the next tick.
-                            ticker.reset_immediately();
-                        }
-                        Ok((id, (shard, ReaderExit::Stopped(stop)))) => {
-                            task_shard.remove(&id);
-                            running.remove(shard.as_ref());
-                            tracing::info!(message = "Shard reader stopped.", stream = %self.stream, shard = %shard, reason = %stop);
-                        }
-                        Err(e) => {
-                            // A panic in a reader is a bug; the shard is
-                            // restarted from its checkpoint on the next
-                            // sync, so nothing is skipped.
-                            let shard = task_shard.remove(&e.id()).unwrap_or_default();
-                            tracing::error!(message = "Shard reader task failed; it will be restarted from its checkpoint.", stream = %self.stream, shard = %shard, error = %e);
-                            running.remove(&shard);
-                        }
+                _ = sync.tick() => {
+                    self.sync_shards().await;
+                    self.cycle(&mut st, &sink, &shutdown).await;
+                }
+                _ = renew.tick() => self.cycle(&mut st, &sink, &shutdown).await,
+                Some(joined) = st.readers.join_next_with_id(), if !st.readers.is_empty() => {
+                    if self.reader_finished(&mut st, joined).await {
+                        // Its children can start now: look at once rather
+                        // than on the next tick.
+                        self.sync_shards().await;
+                        self.cycle(&mut st, &sink, &shutdown).await;
                     }
-                    continue;
                 }
-            }
-
-            let shards = match list_shards(&self.client, &self.stream).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(message = "Could not list shards; will retry.", stream = %self.stream, error = %format!("{e:#}"));
-                    continue;
-                }
-            };
-            if shards.len() != last_count {
-                tracing::info!(message = "Shards discovered.", stream = %self.stream, shards = shards.len());
-                last_count = shards.len();
-            }
-            let checkpoints: HashMap<String, Checkpoint> = match self
-                .checkpoints
-                .list_checkpoints()
-                .await
-            {
-                Ok(c) => c.into_iter().collect(),
-                Err(e) => {
-                    tracing::warn!(message = "Could not read checkpoints; will retry.", stream = %self.stream, error = %e);
-                    continue;
-                }
-            };
-
-            for shard in plan(&shards, &checkpoints, &ended, &running) {
-                let start = match self.start_for(&shard, &checkpoints).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(message = "Could not record a shard's start position; will retry.", stream = %self.stream, shard = %shard.shard_id, error = %e);
-                        continue;
-                    }
-                };
-                tracing::info!(message = "Starting shard reader.", stream = %self.stream, shard = %shard.shard_id, start = ?start);
-                let reader = ShardReader {
-                    client: self.client.clone(),
-                    stream: self.stream.clone(),
-                    shard_id: Arc::from(shard.shard_id.as_str()),
-                    poll: self.poll.clone(),
-                };
-                let id = reader.shard_id.clone();
-                let (sink, token) = (sink.clone(), shutdown.clone());
-                running.insert(shard.shard_id.clone());
-                let handle =
-                    readers.spawn(async move { (id, reader.run(start, sink, token).await) });
-                task_shard.insert(handle.id(), shard.shard_id.clone());
             }
         }
 
-        // Readers see the same token; each finishes its batch and returns.
-        while readers.join_next().await.is_some() {}
+        // Readers watch child tokens of `shutdown`: each finishes its batch
+        // (delivered and checkpointed) and returns.
+        while let Some(joined) = st.readers.join_next_with_id().await {
+            self.reader_finished(&mut st, joined).await;
+        }
+        for (shard, _) in self.store.held_leases() {
+            match self.store.release_lease(&shard).await {
+                Ok(()) => tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard),
+                Err(e) => tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e),
+            }
+        }
         Ok(())
     }
 
-    /// Where a shard without a running reader starts.
-    async fn start_for(
+    /// Handles a reader's end. Returns true when its shard reached
+    /// SHARD_END.
+    async fn reader_finished(
         &self,
-        shard: &ShardInfo,
-        checkpoints: &HashMap<String, Checkpoint>,
-    ) -> Result<IteratorStart, crate::store::StoreError> {
-        Ok(match checkpoints.get(&shard.shard_id) {
-            Some(Checkpoint::Sequence(s)) => IteratorStart::AfterSequence(s.clone()),
-            Some(Checkpoint::ShardEnd) => unreachable_start(),
-            None if !shard.parents.is_empty()
-                && shard.parents.iter().any(|p| checkpoints.contains_key(p)) =>
-            {
-                // A child of a shard we read: its records continue the
-                // parent's, so all of them are wanted.
-                IteratorStart::TrimHorizon
+        st: &mut State,
+        joined: Result<(tokio::task::Id, (Arc<str>, ReaderExit)), tokio::task::JoinError>,
+    ) -> bool {
+        match joined {
+            Ok((id, (shard, exit))) => {
+                st.task_shard.remove(&id);
+                st.running.remove(shard.as_ref());
+                match exit {
+                    ReaderExit::ShardEnded => {
+                        // The SHARD_END checkpoint is written; nothing more
+                        // to do on this lease, so give it up rather than
+                        // renew it forever. Cleanup deletes it once the
+                        // children have started.
+                        if let Err(e) = self.store.release_lease(&shard).await {
+                            tracing::debug!(message = "Releasing a finished lease failed.", shard = %shard, error = %e);
+                        }
+                        true
+                    }
+                    ReaderExit::Stopped(stop) => {
+                        tracing::info!(message = "Shard reader stopped.", stream = %self.stream, shard = %shard, reason = %stop);
+                        false
+                    }
+                }
             }
-            None => match self.start_position {
-                StartPosition::TrimHorizon => IteratorStart::TrimHorizon,
-                StartPosition::AtTimestamp(t) => IteratorStart::AtTimestamp(t),
-                // As in KCL, LATEST is resolved again at each start until the
-                // shard has a checkpoint: records that arrive on a shard
-                // before its first record is processed and while no worker
-                // runs are not read. trim-horizon (the default) has no such
-                // gap.
-                StartPosition::Latest => IteratorStart::Latest,
-            },
-        })
+            Err(e) => {
+                // A panic in a reader is a bug. Its shard restarts from the
+                // checkpoint on the next cycle, so nothing is skipped.
+                let shard = st.task_shard.remove(&e.id()).unwrap_or_default();
+                tracing::error!(message = "Shard reader task failed; it will restart from its checkpoint.", stream = %self.stream, shard = %shard, error = %e);
+                st.running.remove(&shard);
+                false
+            }
+        }
+    }
+
+    /// Creates a lease for every shard that has none (new shards after a
+    /// reshard, or every shard on a first start).
+    async fn sync_shards(&self) {
+        let shards = match list_shards(&self.client, &self.stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(message = "Could not list shards; will retry.", stream = %self.stream, error = %format!("{e:#}"));
+                return;
+            }
+        };
+        let leases = match self.store.list_leases().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(message = "Could not list leases; will retry.", stream = %self.stream, error = %e);
+                return;
+            }
+        };
+        for new in leases_to_create(&shards, &leases, self.start_position) {
+            match self.store.create_lease_if_absent(&new).await {
+                Ok(true) => tracing::info!(message = "Lease created for a new shard.", stream = %self.stream, shard = %new.shard_id, parents = ?new.parent_shard_ids, checkpoint = new.checkpoint.kcl_checkpoint()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(message = "Could not create a lease; will retry.", stream = %self.stream, shard = %new.shard_id, error = %e),
+            }
+        }
+        // Record each closed parent's children in its lease, as KCL does.
+        for (parent, children) in children_by_parent(&shards) {
+            if let Some(l) = leases.iter().find(|l| l.shard_id == parent)
+                && l.child_shard_ids.is_empty()
+                && let Err(e) = self.store.set_child_shard_ids(&parent, &children).await
+            {
+                tracing::debug!(message = "Could not record child shards.", shard = %parent, error = %e);
+            }
+        }
+    }
+
+    async fn cycle(&self, st: &mut State, sink: &Arc<dyn BatchSink>, shutdown: &CancellationToken) {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // 1. Renew.
+        for (shard, _) in self.store.held_leases() {
+            match self.store.renew_lease(&shard).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost { .. }) | Err(StoreError::Conflict { .. }) => {
+                    tracing::warn!(message = "Lease lost to another worker; stopping its reader.", stream = %self.stream, shard = %shard);
+                    if let Some(token) = st.running.remove(&shard) {
+                        token.cancel();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(message = "Could not renew a lease; will retry.", stream = %self.stream, shard = %shard, error = %e)
+                }
+            }
+        }
+
+        // 2. Observe.
+        let leases = match self.store.list_leases().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(message = "Could not list leases; will retry.", stream = %self.stream, error = %e);
+                return;
+            }
+        };
+        let now = Instant::now();
+        observe(&mut st.seen, &leases, now);
+        if st.last_shard_count != Some(leases.len()) {
+            st.last_shard_count = Some(leases.len());
+            tracing::info!(message = "Leases in the table.", stream = %self.stream, leases = leases.len());
+        }
+
+        // 3. Take or steal.
+        let held: HashSet<String> = self.store.held_leases().into_iter().map(|(s, _)| s).collect();
+        let plan = plan_takes(
+            &leases,
+            &held,
+            self.store.worker_id(),
+            &st.seen,
+            now,
+            self.lease.failover_time,
+        );
+        for lease in plan {
+            let stolen_from = lease.owner.clone().filter(|o| o != self.store.worker_id());
+            match self.store.take_lease(lease).await {
+                Ok(_) => tracing::info!(message = "Lease taken.", stream = %self.stream, shard = %lease.shard_id, previous_owner = stolen_from.as_deref().unwrap_or("-")),
+                Err(StoreError::Conflict { .. }) => {
+                    tracing::debug!(message = "Another worker took the lease first.", shard = %lease.shard_id)
+                }
+                Err(e) => tracing::warn!(message = "Could not take a lease.", stream = %self.stream, shard = %lease.shard_id, error = %e),
+            }
+        }
+
+        // 4. Start readers for held leases whose parents are done.
+        let held: HashSet<String> = self.store.held_leases().into_iter().map(|(s, _)| s).collect();
+        let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+        for shard in &held {
+            if st.running.contains_key(shard) {
+                continue;
+            }
+            let Some(lease) = by_shard.get(shard.as_str()) else { continue };
+            if lease.checkpoint == LeaseCheckpoint::ShardEnd || !parents_done(lease, &by_shard) {
+                continue;
+            }
+            let start = iterator_start(&lease.checkpoint, self.start_position);
+            tracing::info!(message = "Starting shard reader.", stream = %self.stream, shard = %shard, start = ?start);
+            let token = shutdown.child_token();
+            let reader = ShardReader {
+                client: self.client.clone(),
+                stream: self.stream.clone(),
+                shard_id: Arc::from(shard.as_str()),
+                poll: self.poll.clone(),
+            };
+            let id = reader.shard_id.clone();
+            let (sink, t) = (sink.clone(), token.clone());
+            let handle = st.readers.spawn(async move { (id, reader.run(start, sink, t).await) });
+            st.task_shard.insert(handle.id(), shard.clone());
+            st.running.insert(shard.clone(), token);
+        }
+
+        // 5. Clean up parents whose children have all started.
+        for parent in parents_to_delete(&leases) {
+            match self.store.delete_lease(&parent).await {
+                Ok(()) => tracing::info!(message = "Finished parent lease deleted.", stream = %self.stream, shard = %parent),
+                Err(e) => tracing::debug!(message = "Could not delete a finished lease.", shard = %parent, error = %e),
+            }
+        }
     }
 }
 
-fn unreachable_start() -> IteratorStart {
-    // `plan` never schedules a shard whose checkpoint is SHARD_END; should
-    // that invariant break, reading from the start re-delivers (with the
-    // same transition ids) rather than skipping anything.
-    IteratorStart::TrimHorizon
+/// Notes when each lease's counter or owner last changed, on our clock.
+fn observe(seen: &mut HashMap<String, Seen>, leases: &[Lease], now: Instant) {
+    let present: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
+    seen.retain(|k, _| present.contains(k.as_str()));
+    for l in leases {
+        let changed = match seen.get(&l.shard_id) {
+            Some(s) => s.counter != l.counter || s.owner != l.owner,
+            None => true,
+        };
+        if changed {
+            seen.insert(
+                l.shard_id.clone(),
+                Seen {
+                    counter: l.counter,
+                    owner: l.owner.clone(),
+                    since: now,
+                },
+            );
+        }
+    }
 }
 
-/// The shards that should start now: not running, not finished, and every
-/// parent finished (or gone from the stream, past its retention).
-pub fn plan(
+/// The leases to take this cycle: unowned or expired ones up to our fair
+/// share, else one stolen from the most loaded worker.
+fn plan_takes<'a>(
+    leases: &'a [Lease],
+    held: &HashSet<String>,
+    me: &str,
+    seen: &HashMap<String, Seen>,
+    now: Instant,
+    failover: Duration,
+) -> Vec<&'a Lease> {
+    let active: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd)
+        .collect();
+    if active.is_empty() {
+        return Vec::new();
+    }
+    let available = |l: &Lease| -> bool {
+        if held.contains(&l.shard_id) {
+            return false;
+        }
+        match l.owner.as_deref() {
+            None => true,
+            // Our own name but not held by this process: an earlier run of
+            // this worker (the embedded store's fixed id, or a configured
+            // one). Nobody else can be renewing it.
+            Some(o) if o == me => true,
+            Some(_) => seen
+                .get(&l.shard_id)
+                .is_some_and(|s| now.duration_since(s.since) >= failover),
+        }
+    };
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    load.insert(me, 0);
+    for l in &active {
+        if held.contains(&l.shard_id) {
+            *load.entry(me).or_default() += 1;
+        } else if !available(l)
+            && let Some(o) = l.owner.as_deref()
+        {
+            *load.entry(o).or_default() += 1;
+        }
+    }
+    let target = active.len().div_ceil(load.len());
+    let mine = load[me];
+    if mine >= target {
+        return Vec::new();
+    }
+    let mut free: Vec<&Lease> = active.iter().copied().filter(|l| available(l)).collect();
+    // Parents first: their children cannot start before them anyway.
+    free.sort_by_key(|l| (!l.parent_shard_ids.is_empty(), l.shard_id.clone()));
+    if !free.is_empty() {
+        return free.into_iter().take(target - mine).collect();
+    }
+    // Nothing free: steal one lease from the most loaded worker, if it holds
+    // more than its share. One at a time, so the fleet converges without
+    // leases bouncing between workers.
+    let Some((&busiest, &most)) = load
+        .iter()
+        .filter(|(o, _)| **o != me)
+        .max_by_key(|(o, n)| (**n, *o))
+    else {
+        return Vec::new();
+    };
+    if most <= target {
+        return Vec::new();
+    }
+    active
+        .iter()
+        .copied()
+        .filter(|l| l.owner.as_deref() == Some(busiest))
+        .min_by_key(|l| l.shard_id.clone())
+        .into_iter()
+        .collect()
+}
+
+/// A lease may be read once every parent lease is at SHARD_END or gone
+/// (deleted by cleanup after its children started, or never leased
+/// because it had expired out of the stream).
+fn parents_done(lease: &Lease, by_shard: &HashMap<&str, &Lease>) -> bool {
+    lease.parent_shard_ids.iter().all(|p| {
+        by_shard
+            .get(p.as_str())
+            .is_none_or(|pl| pl.checkpoint == LeaseCheckpoint::ShardEnd)
+    })
+}
+
+fn iterator_start(checkpoint: &LeaseCheckpoint, configured: StartPosition) -> IteratorStart {
+    match checkpoint {
+        LeaseCheckpoint::Sequence {
+            sequence_number, ..
+        } => IteratorStart::AfterSequence(sequence_number.clone()),
+        LeaseCheckpoint::TrimHorizon => IteratorStart::TrimHorizon,
+        LeaseCheckpoint::Latest => IteratorStart::Latest,
+        // KCL keeps AT_TIMESTAMP's instant in its config, not the table; so
+        // do we. A lease table written with AT_TIMESTAMP but read by a
+        // worker configured otherwise falls back to the oldest record,
+        // which re-reads rather than skips.
+        LeaseCheckpoint::AtTimestamp => match configured {
+            StartPosition::AtTimestamp(t) => IteratorStart::AtTimestamp(t),
+            _ => IteratorStart::TrimHorizon,
+        },
+        // Never started (filtered out by the caller); reading from the start
+        // would re-deliver, never skip.
+        LeaseCheckpoint::ShardEnd => IteratorStart::TrimHorizon,
+    }
+}
+
+/// Leases for shards that have none. A closed shard any of whose children
+/// already has a lease was finished and cleaned up: it gets none. A child
+/// of a shard in the stream starts at TRIM_HORIZON (its records continue
+/// its parent's); any other shard at the configured position.
+fn leases_to_create(
     shards: &[ShardInfo],
-    checkpoints: &HashMap<String, Checkpoint>,
-    ended: &HashSet<String>,
-    running: &HashSet<String>,
-) -> Vec<ShardInfo> {
+    leases: &[Lease],
+    start: StartPosition,
+) -> Vec<NewLease> {
+    let leased: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
     let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
-    let done =
-        |id: &str| ended.contains(id) || matches!(checkpoints.get(id), Some(Checkpoint::ShardEnd));
+    let children = children_by_parent(shards);
     shards
         .iter()
-        .filter(|s| !running.contains(&s.shard_id) && !done(&s.shard_id))
+        .filter(|s| !leased.contains(s.shard_id.as_str()))
         .filter(|s| {
-            s.parents
-                .iter()
-                .all(|p| !listed.contains(p.as_str()) || done(p))
+            !(s.closed
+                && children
+                    .get(&s.shard_id)
+                    .is_some_and(|c| c.iter().any(|c| leased.contains(c.as_str()))))
         })
-        .cloned()
+        .map(|s| {
+            let has_parent = s
+                .parents
+                .iter()
+                .any(|p| listed.contains(p.as_str()) || leased.contains(p.as_str()));
+            let checkpoint = if has_parent {
+                LeaseCheckpoint::TrimHorizon
+            } else {
+                match start {
+                    StartPosition::TrimHorizon => LeaseCheckpoint::TrimHorizon,
+                    StartPosition::Latest => LeaseCheckpoint::Latest,
+                    StartPosition::AtTimestamp(_) => LeaseCheckpoint::AtTimestamp,
+                }
+            };
+            NewLease {
+                shard_id: s.shard_id.clone(),
+                parent_shard_ids: s.parents.clone(),
+                hash_key_range: (!s.starting_hash_key.is_empty()).then(|| HashKeyRange {
+                    starting_hash_key: s.starting_hash_key.clone(),
+                    ending_hash_key: s.ending_hash_key.clone(),
+                }),
+                checkpoint,
+            }
+        })
+        .collect()
+}
+
+fn children_by_parent(shards: &[ShardInfo]) -> HashMap<String, Vec<String>> {
+    let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    for s in shards {
+        for p in &s.parents {
+            m.entry(p.clone()).or_default().push(s.shard_id.clone());
+        }
+    }
+    m
+}
+
+/// Finished leases whose every child lease has started (checkpointed past
+/// its start), so nothing will ever need the parent again.
+fn parents_to_delete(leases: &[Lease]) -> Vec<String> {
+    let started = |l: &Lease| {
+        matches!(
+            l.checkpoint,
+            LeaseCheckpoint::Sequence { .. } | LeaseCheckpoint::ShardEnd
+        )
+    };
+    leases
+        .iter()
+        .filter(|p| p.checkpoint == LeaseCheckpoint::ShardEnd)
+        .filter(|p| {
+            let children: Vec<&Lease> = leases
+                .iter()
+                .filter(|c| c.parent_shard_ids.contains(&p.shard_id))
+                .collect();
+            !children.is_empty() && children.iter().all(|c| started(c))
+        })
+        .map(|p| p.shard_id.clone())
         .collect()
 }
 
@@ -195,45 +500,153 @@ mod tests {
             shard_id: id.into(),
             parents: parents.iter().map(|p| p.to_string()).collect(),
             closed,
-            starting_hash_key: String::new(),
-            ending_hash_key: String::new(),
+            starting_hash_key: "0".into(),
+            ending_hash_key: "9".into(),
         }
     }
 
-    fn ids(v: Vec<ShardInfo>) -> Vec<String> {
-        v.into_iter().map(|s| s.shard_id).collect()
+    fn lease(id: &str, owner: Option<&str>, counter: u64, cp: LeaseCheckpoint) -> Lease {
+        Lease {
+            shard_id: id.into(),
+            owner: owner.map(str::to_owned),
+            counter,
+            checkpoint: cp,
+            owner_switches_since_checkpoint: 0,
+            parent_shard_ids: Vec::new(),
+            child_shard_ids: Vec::new(),
+            hash_key_range: None,
+        }
+    }
+
+    fn seq(s: &str) -> LeaseCheckpoint {
+        LeaseCheckpoint::Sequence {
+            sequence_number: s.into(),
+            sub_sequence_number: 0,
+        }
+    }
+
+    fn ids(v: Vec<&Lease>) -> Vec<String> {
+        v.into_iter().map(|l| l.shard_id.clone()).collect()
+    }
+
+    const FAILOVER: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn new_shards_get_leases_children_at_trim_horizon() {
+        let shards = vec![
+            shard("s0", &[], true),
+            shard("s1", &["s0"], false),
+            shard("s2", &["s0"], false),
+        ];
+        let new = leases_to_create(&shards, &[], StartPosition::Latest);
+        let cps: Vec<(&str, &str)> = new
+            .iter()
+            .map(|n| (n.shard_id.as_str(), n.checkpoint.kcl_checkpoint()))
+            .collect();
+        assert_eq!(
+            cps,
+            [("s0", "LATEST"), ("s1", "TRIM_HORIZON"), ("s2", "TRIM_HORIZON")]
+        );
+    }
+
+    #[test]
+    fn a_finished_and_deleted_parent_gets_no_new_lease() {
+        let shards = vec![shard("s0", &[], true), shard("s1", &["s0"], false)];
+        let leases = vec![lease("s1", Some("w"), 3, seq("5"))];
+        assert!(leases_to_create(&shards, &leases, StartPosition::TrimHorizon).is_empty());
     }
 
     #[test]
     fn children_wait_for_every_parent() {
-        // 0 and 1 merged into 3; 2 split into 4 and 5.
-        let shards = vec![
-            shard("s0", &[], true),
-            shard("s1", &[], true),
-            shard("s2", &[], true),
-            shard("s3", &["s0", "s1"], false),
-            shard("s4", &["s2"], false),
-            shard("s5", &["s2"], false),
-        ];
-        let none = HashSet::new();
-        let mut cps = HashMap::new();
-        assert_eq!(ids(plan(&shards, &cps, &none, &none)), ["s0", "s1", "s2"]);
-
-        cps.insert("s0".to_string(), Checkpoint::ShardEnd);
-        cps.insert("s2".to_string(), Checkpoint::ShardEnd);
-        let running: HashSet<String> = ["s1".to_string()].into();
-        // s3 still waits for s1; s2's children may go.
-        assert_eq!(ids(plan(&shards, &cps, &none, &running)), ["s4", "s5"]);
-
-        let ended: HashSet<String> = ["s1".to_string()].into();
-        let running: HashSet<String> = ["s4".to_string(), "s5".to_string()].into();
-        assert_eq!(ids(plan(&shards, &cps, &ended, &running)), ["s3"]);
+        let mut child = lease("s3", Some("me"), 1, LeaseCheckpoint::TrimHorizon);
+        child.parent_shard_ids = vec!["s0".into(), "s1".into()];
+        let p0 = lease("s0", None, 5, LeaseCheckpoint::ShardEnd);
+        let p1 = lease("s1", Some("other"), 5, seq("9"));
+        let by: HashMap<&str, &Lease> = [("s0", &p0), ("s1", &p1), ("s3", &child)].into();
+        assert!(!parents_done(&child, &by));
+        let p1_done = lease("s1", None, 6, LeaseCheckpoint::ShardEnd);
+        let by: HashMap<&str, &Lease> = [("s0", &p0), ("s1", &p1_done)].into();
+        assert!(parents_done(&child, &by));
+        // A parent whose lease was cleaned up is done too.
+        let by: HashMap<&str, &Lease> = [("s0", &p0)].into();
+        assert!(parents_done(&child, &by));
     }
 
     #[test]
-    fn a_parent_gone_past_retention_does_not_block() {
-        let shards = vec![shard("s9", &["s-expired"], false)];
+    fn takes_free_leases_up_to_a_fair_share() {
+        let leases: Vec<Lease> = (0..8)
+            .map(|i| lease(&format!("s{i}"), None, 0, LeaseCheckpoint::TrimHorizon))
+            .collect();
+        let mut seen = HashMap::new();
+        let now = Instant::now();
+        observe(&mut seen, &leases, now);
+        // Alone: take all 8.
+        let t = plan_takes(&leases, &HashSet::new(), "a", &seen, now, FAILOVER);
+        assert_eq!(t.len(), 8);
+    }
+
+    #[test]
+    fn expired_leases_are_taken_only_after_the_failover_time() {
+        let leases = vec![
+            lease("s0", Some("dead"), 4, seq("1")),
+            lease("s1", Some("dead"), 4, seq("1")),
+        ];
+        let mut seen = HashMap::new();
+        let t0 = Instant::now();
+        observe(&mut seen, &leases, t0);
         let none = HashSet::new();
-        assert_eq!(ids(plan(&shards, &HashMap::new(), &none, &none)), ["s9"]);
+        // Within the failover time the owner counts as live: its 2 leases
+        // are its fair share of 2 workers (1 each)... so we steal nothing
+        // yet either, as it holds 2 > 1: one steal.
+        let t = plan_takes(&leases, &none, "me", &seen, t0 + Duration::from_secs(5), FAILOVER);
+        assert_eq!(ids(t), ["s0"], "one steal from the busier worker");
+        // After the failover time both are free: take both.
+        observe(&mut seen, &leases, t0 + FAILOVER);
+        let t = plan_takes(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn balances_by_stealing_one_lease_from_the_busiest() {
+        // 8 leases: a holds 3, b holds 3, c holds 2; d is new.
+        let owners = ["a", "a", "a", "b", "b", "b", "c", "c"];
+        let leases: Vec<Lease> = owners
+            .iter()
+            .enumerate()
+            .map(|(i, o)| lease(&format!("s{i}"), Some(o), 1, seq("1")))
+            .collect();
+        let mut seen = HashMap::new();
+        let now = Instant::now();
+        observe(&mut seen, &leases, now);
+        let t = plan_takes(&leases, &HashSet::new(), "d", &seen, now, FAILOVER);
+        assert_eq!(t.len(), 1);
+        assert!(["a", "b"].contains(&t[0].owner.as_deref().unwrap()));
+        // c, at 2 = its share, steals nothing.
+        let held: HashSet<String> = ["s6".to_string(), "s7".to_string()].into();
+        let t = plan_takes(&leases, &held, "c", &seen, now, FAILOVER);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn own_leases_from_an_earlier_run_are_taken_at_once() {
+        let leases = vec![lease("s0", Some("embedded"), 9, seq("1"))];
+        let mut seen = HashMap::new();
+        let now = Instant::now();
+        observe(&mut seen, &leases, now);
+        let t = plan_takes(&leases, &HashSet::new(), "embedded", &seen, now, FAILOVER);
+        assert_eq!(ids(t), ["s0"]);
+    }
+
+    #[test]
+    fn finished_parents_are_deleted_once_children_started() {
+        let parent = lease("p", None, 3, LeaseCheckpoint::ShardEnd);
+        let mut c1 = lease("c1", Some("a"), 1, seq("5"));
+        c1.parent_shard_ids = vec!["p".into()];
+        let mut c2 = lease("c2", Some("a"), 1, LeaseCheckpoint::TrimHorizon);
+        c2.parent_shard_ids = vec!["p".into()];
+        let leases = vec![parent.clone(), c1.clone(), c2.clone()];
+        assert!(parents_to_delete(&leases).is_empty(), "c2 not started");
+        c2.checkpoint = seq("7");
+        assert_eq!(parents_to_delete(&[parent, c1, c2]), ["p"]);
     }
 }
