@@ -517,6 +517,11 @@ async fn kcl_2x_lease_table_is_read_and_continued() {
                 s("340282366920938463463374607431768211455"),
             ),
         ]),
+        // A KCL 3.5 single-table-format worker-metrics item: not a lease.
+        HashMap::from([
+            ("leaseKey".into(), s("kcl-worker-1")),
+            ("entityType".into(), s("WORKER_METRICS")),
+        ]),
     ];
     for item in items {
         raw.put_item()

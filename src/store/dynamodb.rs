@@ -620,6 +620,13 @@ fn lease_from_item(
     })
 }
 
+/// KCL 3.5's "single table format" keeps worker-metrics and coordinator
+/// items in the lease table, marked with an `entityType` attribute. They
+/// are not leases; skip them rather than mistake them for unstarted shards.
+fn is_lease_item(item: &HashMap<String, AttributeValue>) -> bool {
+    get_s(item, "entityType").is_none_or(|t| t.eq_ignore_ascii_case("lease"))
+}
+
 fn sorted_set(ids: &[String]) -> Vec<String> {
     let mut ids = ids.to_vec();
     ids.sort();
@@ -641,6 +648,7 @@ impl LeaseStore for DynamoStore {
         let items = self.scan_all(&self.lease_table).await?;
         let mut leases = items
             .iter()
+            .filter(|item| is_lease_item(item))
             .map(|item| lease_from_item(&self.lease_table, item))
             .collect::<Result<Vec<_>, _>>()?;
         leases.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
