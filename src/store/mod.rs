@@ -32,7 +32,7 @@ use async_trait::async_trait;
 
 use crate::track::JobState;
 
-// DYNAMO pub mod dynamodb;
+pub mod dynamodb;
 pub mod embedded;
 mod held;
 pub mod memory;

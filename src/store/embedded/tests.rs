@@ -392,10 +392,19 @@ fn child_process_helper() {
                     Some(Checkpoint::Sequence(s)) => s.parse::<u64>().unwrap(),
                     _ => 0,
                 };
+                // The previous child may have died between its job write
+                // and its checkpoint, so the job can be one version ahead.
+                let mut version = store
+                    .load_jobs(&["JS-crash"])
+                    .await
+                    .unwrap()
+                    .get("JS-crash")
+                    .map(|v| v.version);
                 loop {
                     n += 1;
                     // A job write and a checkpoint per "batch", like the worker.
-                    let expected = if n == 1 { None } else { Some(n - 1) };
+                    let expected = version;
+                    version = Some(version.map_or(1, |v| v + 1));
                     let conflicted = store
                         .save_jobs(&[JobUpdate {
                             state: job("JS-crash"),
