@@ -160,6 +160,71 @@ impl Default for AwsTimeouts {
     }
 }
 
+/// Shard leases: how workers share a stream (KCL-style).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// How often held leases are renewed and the lease table is looked at.
+    #[serde(with = "humantime_serde")]
+    pub renew_interval: Duration,
+    /// A lease whose counter has not moved for this long belongs to a dead
+    /// worker and may be taken.
+    #[serde(with = "humantime_serde")]
+    pub failover_time: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            renew_interval: Duration::from_secs(3),
+            failover_time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which store keeps checkpoints, leases and job state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreType {
+    /// A file in `state_dir`; one worker per stream.
+    #[default]
+    Embedded,
+    /// DynamoDB tables shared by a fleet of workers.
+    Dynamodb,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    #[serde(rename = "type")]
+    pub kind: StoreType,
+    /// DynamoDB: the lease table, KCL-compatible (KCL names it after the
+    /// application). Job state goes to `<table>-jobs` unless `job_table`
+    /// is set.
+    pub table: String,
+    pub job_table: Option<String>,
+    /// DynamoDB: create missing tables (PAY_PER_REQUEST). When false, the
+    /// worker checks they exist and names what is missing.
+    pub create_tables: bool,
+    /// This worker's name in the lease table; must be unique in the fleet.
+    /// Default: `<hostname>-<pid>-<random>` (the embedded store always
+    /// uses its own fixed name).
+    pub worker_id: Option<String>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreType::Embedded,
+            table: "bulkwatch".to_owned(),
+            job_table: None,
+            create_tables: true,
+            worker_id: None,
+        }
+    }
+}
+
 /// Every setting of the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -179,6 +244,8 @@ pub struct Config {
     /// A tracing filter such as `info` or `bulkwatch=debug,aws=warn`.
     pub log_level: String,
     pub poll: PollConfig,
+    pub lease: LeaseConfig,
+    pub store: StoreConfig,
     pub aws_timeouts: AwsTimeouts,
     /// `[[output]]` tables; none means one stdout output.
     #[serde(rename = "output", skip_serializing_if = "Vec::is_empty")]
@@ -201,6 +268,8 @@ impl Default for Config {
             log_format: LogFormat::Auto,
             log_level: "info".to_owned(),
             poll: PollConfig::default(),
+            lease: LeaseConfig::default(),
+            store: StoreConfig::default(),
             aws_timeouts: AwsTimeouts::default(),
             outputs: Vec::new(),
             dead_letter: None,
@@ -285,6 +354,14 @@ impl Config {
             return Err(ConfigError(
                 "`poll.idle_interval` must not be shorter than `poll.interval`".into(),
             ));
+        }
+        if self.lease.renew_interval >= self.lease.failover_time {
+            return Err(ConfigError(
+                "`lease.renew_interval` must be shorter than `lease.failover_time`, or live workers lose their leases".into(),
+            ));
+        }
+        if self.store.table.is_empty() {
+            return Err(ConfigError("`store.table` must not be empty".into()));
         }
         if self.aws_timeouts.attempt > self.aws_timeouts.operation {
             return Err(ConfigError(

@@ -13,8 +13,10 @@ use crate::output::Outputs;
 use crate::pipeline::{Pipeline, Stats};
 use crate::source::coordinator::Coordinator;
 use crate::source::kinesis::{list_shards, load_aws_config};
+use crate::config::StoreType;
+use crate::store::LeasedStore;
+use crate::store::dynamodb::{DynamoConfig, DynamoStore};
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{CheckpointStore, JobStore};
 use crate::track::Tracker;
 
 #[derive(Debug, Args, Clone)]
@@ -70,12 +72,44 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<EmbeddedStore>> {
+/// Opens the configured store, scoped to the stream.
+async fn open_store(
+    config: &Config,
+    aws: &aws_config::SdkConfig,
+) -> anyhow::Result<Arc<dyn LeasedStore>> {
     let stream = config.stream()?;
-    let store = EmbeddedStore::open(&config.state_dir)
-        .with_context(|| format!("opening the store in {}", config.state_dir.display()))?
-        .for_stream(stream);
-    Ok(Arc::new(store))
+    Ok(match config.store.kind {
+        StoreType::Embedded => {
+            let store = EmbeddedStore::open(&config.state_dir)
+                .with_context(|| format!("opening the store in {}", config.state_dir.display()))?
+                .for_stream(stream);
+            Arc::new(store)
+        }
+        StoreType::Dynamodb => {
+            let worker_id = config.store.worker_id.clone().unwrap_or_else(default_worker_id);
+            let mut dc = DynamoConfig::new(&config.store.table, &worker_id);
+            if let Some(t) = &config.store.job_table {
+                dc.job_table = t.clone();
+            }
+            dc.create_tables = config.store.create_tables;
+            let store = DynamoStore::connect(aws, dc)
+                .await
+                .with_context(|| format!("opening the DynamoDB store (table {})", config.store.table))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// A name unique in the fleet: on ECS the hostname is the task's, and the
+/// pid and a random suffix keep two workers on one host apart.
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bulkwatch".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 /// The worker: runs until a signal, then drains and exits 0.
@@ -98,7 +132,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
 
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
-        let store = open_store(&config)?;
+        let store = open_store(&config, &aws).await?;
         // The outputs get their own token, cancelled only when the grace
         // period runs out: on SIGTERM, batches already read must still be
         // delivered (and then checkpointed), so outputs keep working while
@@ -117,9 +151,9 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         );
 
         let pipeline = Arc::new(Pipeline {
-            tracker: Tracker::new(store.clone() as Arc<dyn JobStore>, config.terminal_ttl),
+            tracker: Tracker::new(store.clone(), config.terminal_ttl),
             outputs: outputs.clone(),
-            checkpoints: store.clone() as Arc<dyn CheckpointStore>,
+            checkpoints: store.clone(),
             stats: stats.clone(),
             shutdown: shutdown.clone(),
         });
@@ -128,7 +162,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             stream: stream.clone(),
             poll: config.poll.clone(),
             start_position: config.start_position,
-            checkpoints: store.clone() as Arc<dyn CheckpointStore>,
+            lease: config.lease.clone(),
+            store: store.clone(),
         };
 
         let drained = shutdown::with_grace(
@@ -163,7 +198,8 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
 /// `bulkwatch checkpoints list|reset`.
 pub fn checkpoints(config: Config, cmd: &CheckpointsCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let store = open_store(&config)?;
+        let aws = load_aws_config(&config.aws_timeouts).await;
+        let store = open_store(&config, &aws).await?;
         match cmd {
             CheckpointsCommand::List(_) => {
                 for (shard, cp) in store.list_checkpoints().await? {
