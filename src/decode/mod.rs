@@ -41,7 +41,7 @@ mod timestamp;
 mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use time::OffsetDateTime;
 

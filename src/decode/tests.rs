@@ -11,7 +11,7 @@ use super::*;
 use crate::track::JobStatus;
 
 /// The seed's example, verbatim (with its `datacontenttype` quirk).
-const SEED: &str = r#"{
+pub(crate) const SEED: &str = r#"{
   "specversion" : "1.0",
   "type" : "com.twilio.lookup.bulk.job-status-changed",
   "source" : "AB00000000000000000000000001",

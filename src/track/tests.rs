@@ -713,3 +713,29 @@ proptest! {
         });
     }
 }
+
+/// The example in docs/transition-record.md is real output.
+#[test]
+fn the_documented_example_is_what_bulkwatch_emits() {
+    let doc = include_str!("../../docs/transition-record.md");
+    let start = doc.find("```json").unwrap() + "```json".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let documented: serde_json::Value = serde_json::from_str(&doc[start..end]).unwrap();
+
+    let completed = crate::decode::tests::SEED.replace("\"CREATED\"", "\"COMPLETED\"");
+    let arrival = datetime!(2025-01-01 00:01:02.5 UTC);
+    let crate::decode::Decoded::Job(event) = crate::decode::decode(completed.as_bytes(), Some(arrival)) else {
+        panic!("the seed decodes")
+    };
+    let origin = Origin {
+        stream: Arc::from("twilio-events"),
+        shard_id: Arc::from("shardId-000000000000"),
+        sequence_number: "49654998521983938718209726584624123421318342870151929858".into(),
+        arrival: Some(arrival),
+    };
+    let mut processing = ev(event.job_sid(), "NO-earlier", "PROCESSING");
+    processing.time = datetime!(2025-01-01 00:00:30 UTC);
+    let (_, state) = apply(None, &processing, &org(1), NOW, TTL);
+    let (v, _) = apply(state.as_ref(), &event, &origin, NOW, TTL);
+    assert_eq!(serde_json::to_value(v.transition().unwrap()).unwrap(), documented);
+}
