@@ -10,7 +10,9 @@ use clap::{Args, Subcommand};
 use crate::config::{Config, StartPosition};
 use crate::ops::shutdown;
 use crate::output::Outputs;
-use crate::pipeline::{Pipeline, Stats};
+use crate::ops::health::{self, Health};
+use crate::ops::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::source::coordinator::Coordinator;
 use crate::source::kinesis::{list_shards, load_aws_config};
 use crate::store::embedded::EmbeddedStore;
@@ -37,6 +39,12 @@ pub struct RunArgs {
     /// BULKWATCH_STATE_DIR, default: ./bulkwatch-state]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Address of the health and metrics endpoint (/health/live,
+    /// /health/ready, /metrics), or `off`. [setting: ops.listen, env:
+    /// BULKWATCH_OPS__LISTEN, default: 0.0.0.0:9090]
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +104,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             )
         })?;
 
+        let metrics = Metrics::new();
+        metrics.set_stream(&stream);
+        metrics.stream_ok();
+        // Bound before anything slow, so a taken port is one clear error.
+        let listener = match config.ops.listen_addr()? {
+            Some(addr) => Some(health::bind(addr).await?),
+            None => None,
+        };
+
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
         let store = open_store(&config)?;
@@ -107,7 +124,27 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         let outputs = Outputs::start(&config.outputs_config(), &aws, &config.state_dir, outputs_stop.clone())
             .await
             .context("starting outputs")?;
-        let stats = Arc::new(Stats::default());
+        metrics.attach_outputs(&outputs);
+        if let Some(listener) = listener {
+            let addr = listener.local_addr().ok();
+            let h = Health::new(
+                metrics.clone(),
+                client.clone(),
+                stream.clone(),
+                store.clone() as Arc<dyn CheckpointStore>,
+                &config.ops,
+            );
+            tokio::spawn(Arc::new(h).serve(listener));
+            tracing::info!(message = "Health and metrics endpoint listening.", address = ?addr);
+        }
+        {
+            // Readiness turns false the moment draining starts.
+            let (m, t) = (metrics.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                t.cancelled().await;
+                m.set_shutting_down();
+            });
+        }
         tracing::info!(
             message = "bulkwatch started.",
             stream = %stream,
@@ -120,7 +157,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             tracker: Tracker::new(store.clone() as Arc<dyn JobStore>, config.terminal_ttl),
             outputs: outputs.clone(),
             checkpoints: store.clone() as Arc<dyn CheckpointStore>,
-            stats: stats.clone(),
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         });
         let coordinator = Coordinator {
@@ -155,7 +192,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         if let Err(e) = outputs.close().await {
             tracing::warn!(message = "Closing outputs failed.", error = %format!("{e:#}"));
         }
-        stats.log_summary();
+        metrics.log_summary();
         Ok(code)
     })
 }
