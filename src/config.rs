@@ -225,6 +225,51 @@ impl Default for StoreConfig {
     }
 }
 
+/// `[ops]`: the health and metrics endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address of the HTTP endpoint serving `/health/live`, `/health/ready`
+    /// and `/metrics`, or `off`. All interfaces by default, so Prometheus
+    /// (and ECS's awsvpc networking) can reach it; it serves no secret.
+    pub listen: String,
+    /// Liveness fails when readers run but no stage has shown progress
+    /// (a poll, a batch step, a delivery attempt) for this long. Well above
+    /// the longest legitimate quiet spell: an AWS call's operation timeout
+    /// (30 s) or an output's backoff (up to 2 × 30 s).
+    #[serde(with = "humantime_serde")]
+    pub live_stall: Duration,
+    /// Readiness trusts a Kinesis or store success this recent; older, it
+    /// asks again (one ListShards / one checkpoint read).
+    #[serde(with = "humantime_serde")]
+    pub ready_window: Duration,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9090".to_owned(),
+            live_stall: Duration::from_secs(120),
+            ready_window: Duration::from_secs(30),
+        }
+    }
+}
+
+impl OpsConfig {
+    /// The address to listen on; `None` when the endpoint is `off`.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let v = self.listen.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| {
+            ConfigError(format!(
+                "`ops.listen` = {v:?} is not an address like 0.0.0.0:9090 (or `off`)"
+            ))
+        })
+    }
+}
+
 /// Every setting of the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -255,6 +300,8 @@ pub struct Config {
     pub dead_letter: Option<DeadLetterConfig>,
     /// `[delivery]`: retry policy and queue sizes of the outputs.
     pub delivery: DeliveryConfig,
+    /// `[ops]`: health and metrics endpoint.
+    pub ops: OpsConfig,
 }
 
 impl Default for Config {
@@ -274,6 +321,7 @@ impl Default for Config {
             outputs: Vec::new(),
             dead_letter: None,
             delivery: DeliveryConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
@@ -366,6 +414,12 @@ impl Config {
         if self.aws_timeouts.attempt > self.aws_timeouts.operation {
             return Err(ConfigError(
                 "`aws_timeouts.attempt` must not exceed `aws_timeouts.operation`".into(),
+            ));
+        }
+        self.ops.listen_addr()?;
+        if self.shutdown_grace.is_zero() {
+            return Err(ConfigError(
+                "`shutdown_grace` must be more than 0 (ECS waits stopTimeout, 30 s by default, before SIGKILL)".into(),
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level).map_err(|e| {

@@ -16,76 +16,28 @@
 //! until it answers or the worker shuts down, and then the checkpoint stays
 //! where it was.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::decode::{Decoded, decode};
+use crate::ops::metrics::Metrics;
 use crate::output::{DeadLetter, Outputs};
 use crate::source::RawRecord;
-use crate::source::reader::{BatchSink, Stop};
+use crate::source::reader::{BatchSink, ReaderEvent, Stop};
 use crate::store::{Checkpoint, CheckpointStore, StoreError};
 use crate::track::{Tracker, Transition, Verdict};
-
-/// Counters of what the worker did, summarised at exit.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub records: AtomicU64,
-    pub bytes: AtomicU64,
-    pub jobs_events: AtomicU64,
-    pub sink_tests: AtomicU64,
-    pub bad_records: AtomicU64,
-    pub transitions: AtomicU64,
-    pub replayed: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub repeats: AtomicU64,
-    pub stale: AtomicU64,
-    pub checkpoints: AtomicU64,
-    /// Other Twilio event types, counted per type.
-    pub other_types: Mutex<HashMap<String, u64>>,
-}
-
-impl Stats {
-    fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// One log line an operator can read at exit.
-    pub fn log_summary(&self) {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let other: u64 = self
-            .other_types
-            .lock()
-            .map(|m| m.values().sum())
-            .unwrap_or(0);
-        tracing::info!(
-            message = "Worker summary.",
-            records = g(&self.records),
-            bytes = g(&self.bytes),
-            bulk_job_events = g(&self.jobs_events),
-            sink_tests = g(&self.sink_tests),
-            other_events = other,
-            bad_records = g(&self.bad_records),
-            transitions = g(&self.transitions),
-            replayed = g(&self.replayed),
-            duplicates = g(&self.duplicates),
-            repeats = g(&self.repeats),
-            stale = g(&self.stale),
-            checkpoints = g(&self.checkpoints),
-        );
-    }
-}
 
 pub struct Pipeline {
     pub tracker: Tracker,
     pub outputs: Outputs,
     pub checkpoints: Arc<dyn CheckpointStore>,
-    pub stats: Arc<Stats>,
+    /// Counters, gauges and health stamps (`ops::metrics`); its exit summary
+    /// is the log line `pipeline::Stats` used to write.
+    pub metrics: Metrics,
     pub shutdown: CancellationToken,
 }
 
@@ -96,8 +48,8 @@ impl Pipeline {
     /// After shutdown it stops trying, leaving the checkpoint behind.
     async fn with_store_retry<T, F, Fut>(
         &self,
-        what: &str,
-        shard: &str,
+        what: &'static str,
+        at: (&str, &str, &str),
         mut f: F,
     ) -> Result<T, Stop>
     where
@@ -107,16 +59,21 @@ impl Pipeline {
         let mut attempt = 0u32;
         loop {
             match f().await {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    self.metrics.store_ok();
+                    return Ok(v);
+                }
                 Err(StoreError::LeaseLost { shard_id }) => return Err(Stop::LeaseLost(shard_id)),
                 Err(e) => {
+                    self.metrics.store_failed(what);
                     attempt += 1;
                     let wait = crate::source::kinesis::backoff_delay(
                         attempt,
                         Duration::from_millis(100),
                         Duration::from_secs(10),
                     );
-                    tracing::warn!(message = "Store call failed; retrying.", operation = what, shard = shard, error = %e, attempt, retry_in_ms = wait.as_millis() as u64);
+                    let (stream, shard, sequence_number) = at;
+                    tracing::warn!(message = "Store call failed; retrying.", operation = what, stream, shard, sequence_number, error = %e, attempt, retry_in_ms = wait.as_millis() as u64);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(Stop::ShuttingDown),
@@ -124,16 +81,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-
-    fn count_other(&self, event_type: &str) -> bool {
-        let mut m = match self.stats.other_types.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let n = m.entry(event_type.to_owned()).or_insert(0);
-        *n += 1;
-        *n == 1
     }
 }
 
@@ -145,32 +92,80 @@ impl BatchSink for Pipeline {
         records: Vec<RawRecord>,
         _millis_behind: Option<i64>,
     ) -> Result<(), Stop> {
-        let Some(last_seq) = records.last().map(|r| r.origin.sequence_number.clone()) else {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        Stats::add(&self.stats.records, records.len() as u64);
+        // Every line logged while this batch is processed, by any stage
+        // (the tracker's, the store's), names the stream, the shard and the
+        // batch's sequence range through this span; lines about one record
+        // also carry its own sequence number.
+        let span = tracing::info_span!(
+            "batch",
+            stream = %first.origin.stream,
+            shard = %shard_id,
+            first_sequence_number = %first.origin.sequence_number,
+            last_sequence_number = %last.origin.sequence_number,
+        );
+        self.process_batch(shard_id, records).instrument(span).await
+    }
+
+    async fn shard_ended(&self, shard_id: &Arc<str>) -> Result<(), Stop> {
+        self.with_store_retry("checkpoint", ("", shard_id, "SHARD_END"), || {
+            self.checkpoints
+                .set_checkpoint(shard_id, &Checkpoint::ShardEnd)
+        })
+        .await?;
+        self.metrics.checkpointed(shard_id);
+        Ok(())
+    }
+
+    fn observe(&self, shard_id: &Arc<str>, event: ReaderEvent) {
+        match event {
+            ReaderEvent::Started => self.metrics.reader_started(shard_id),
+            ReaderEvent::Polled {
+                records,
+                millis_behind,
+            } => self.metrics.polled(shard_id, records, millis_behind),
+            ReaderEvent::Failed { operation } => self.metrics.kinesis_error(operation),
+            ReaderEvent::Stopped => self.metrics.reader_stopped(shard_id),
+        }
+    }
+}
+
+impl Pipeline {
+    async fn process_batch(
+        &self,
+        shard_id: &Arc<str>,
+        records: Vec<RawRecord>,
+    ) -> Result<(), Stop> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let last_seq = last.origin.sequence_number.clone();
+        let stream = last.origin.stream.clone();
+        let bytes = records.iter().map(|r| r.data.len()).sum();
+        // Marks the batch in flight (checkpoint lag) until this returns.
+        let _in_flight =
+            self.metrics
+                .batch_started(shard_id, records.len(), bytes, last.origin.arrival);
 
         let mut events = Vec::with_capacity(records.len());
         for rec in records {
-            Stats::add(&self.stats.bytes, rec.data.len() as u64);
-            match decode(&rec.data, rec.origin.arrival) {
-                Decoded::Job(ev) => {
-                    Stats::add(&self.stats.jobs_events, 1);
-                    events.push((ev, rec.origin));
-                }
+            let decoded = decode(&rec.data, rec.origin.arrival);
+            self.metrics.decoded(decoded.class());
+            match decoded {
+                Decoded::Job(ev) => events.push((ev, rec.origin)),
                 Decoded::SinkTest(t) => {
-                    Stats::add(&self.stats.sink_tests, 1);
                     tracing::info!(message = "Sink test event received.", test_id = %t.test_id, source = %t.source, event_id = %t.id, stream = %rec.origin.stream, shard = %rec.origin.shard_id, sequence_number = %rec.origin.sequence_number);
                 }
                 Decoded::Other(o) => {
                     // Other Twilio types may share the stream; one line
                     // per type is enough, the counter tells the rest.
-                    if self.count_other(&o.event_type) {
+                    if self.metrics.other_type_seen(&o.event_type) {
                         tracing::info!(message = "Passing over events of another type (logged once per type).", event_type = %o.event_type, stream = %rec.origin.stream, shard = %rec.origin.shard_id, sequence_number = %rec.origin.sequence_number);
                     }
                 }
                 Decoded::Bad(err) => {
-                    Stats::add(&self.stats.bad_records, 1);
                     let reason = err.to_string();
                     tracing::warn!(message = "Bad record sent to dead-letter.", reason = %reason, stream = %rec.origin.stream, shard = %rec.origin.shard_id, sequence_number = %rec.origin.sequence_number);
                     let entry = DeadLetter {
@@ -189,23 +184,25 @@ impl BatchSink for Pipeline {
             }
         }
 
+        let at = (&*stream, &**shard_id, last_seq.as_str());
         if !events.is_empty() {
             let verdicts = self
-                .with_store_retry("track", shard_id, || self.tracker.track(&events))
+                .with_store_retry("track", at, || self.tracker.track(&events))
                 .await?;
             let mut transitions: Vec<Transition> = Vec::new();
-            for v in verdicts {
-                let counter = match &v {
-                    Verdict::Transition(_) => &self.stats.transitions,
-                    Verdict::Replayed(_) => &self.stats.replayed,
-                    Verdict::Duplicate => &self.stats.duplicates,
-                    Verdict::Repeat => &self.stats.repeats,
-                    Verdict::Stale => &self.stats.stale,
-                };
-                Stats::add(counter, 1);
+            // The tracker returns one verdict per event, in order.
+            for (v, (ev, origin)) in verdicts.into_iter().zip(&events) {
+                self.metrics.verdict(&v);
                 match v {
                     Verdict::Transition(t) | Verdict::Replayed(t) => transitions.push(t),
-                    _ => {}
+                    dropped => {
+                        let why = match dropped {
+                            Verdict::Duplicate => "duplicate",
+                            Verdict::Repeat => "repeat",
+                            _ => "stale",
+                        };
+                        tracing::debug!(message = "Job event dropped.", reason = why, job_sid = %ev.data.job_sid, event_id = %ev.id, status = %ev.data.status, stream = %origin.stream, shard = %origin.shard_id, sequence_number = %origin.sequence_number);
+                    }
                 }
             }
             if !transitions.is_empty() {
@@ -216,22 +213,12 @@ impl BatchSink for Pipeline {
             }
         }
 
-        let cp = Checkpoint::Sequence(last_seq);
-        self.with_store_retry("checkpoint", shard_id, || {
+        let cp = Checkpoint::Sequence(last_seq.clone());
+        self.with_store_retry("checkpoint", at, || {
             self.checkpoints.set_checkpoint(shard_id, &cp)
         })
         .await?;
-        Stats::add(&self.stats.checkpoints, 1);
-        Ok(())
-    }
-
-    async fn shard_ended(&self, shard_id: &Arc<str>) -> Result<(), Stop> {
-        self.with_store_retry("checkpoint", shard_id, || {
-            self.checkpoints
-                .set_checkpoint(shard_id, &Checkpoint::ShardEnd)
-        })
-        .await?;
-        Stats::add(&self.stats.checkpoints, 1);
+        self.metrics.checkpointed(shard_id);
         Ok(())
     }
 }

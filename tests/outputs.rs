@@ -31,6 +31,11 @@ fn transition(job: &str, status: &str) -> Transition {
     Transition::sample(job, status, Some(&format!("name of {job}")))
 }
 
+/// The `transition_id` (and so the webhook's idempotency key) of a sample.
+fn id_of(job: &str, status: &str) -> String {
+    transition(job, status).transition_id.to_string()
+}
+
 fn batch(items: &[(&str, &str)]) -> Arc<[Transition]> {
     items.iter().map(|(j, s)| transition(j, s)).collect()
 }
@@ -126,11 +131,15 @@ async fn webhook_signed_retried_and_refusals_dead_lettered() {
     // Each accepted once, J1's in order; the body is the transition JSON.
     let set: HashSet<&String> = delivered.iter().collect();
     assert_eq!(set.len(), 3, "{delivered:?}");
-    for id in ["J1-QUEUED", "J2-QUEUED", "J1-COMPLETED"] {
-        assert!(set.contains(&id.to_string()), "{id} missing: {delivered:?}");
+    for (job, status) in [("J1", "QUEUED"), ("J2", "QUEUED"), ("J1", "COMPLETED")] {
+        let id = id_of(job, status);
+        assert!(set.contains(&id), "{job} {status} missing: {delivered:?}");
     }
-    let pos = |id: &str| delivered.iter().position(|d| d == id).unwrap();
-    assert!(pos("J1-QUEUED") < pos("J1-COMPLETED"));
+    let pos = |job: &str, status: &str| {
+        let id = id_of(job, status);
+        delivered.iter().position(|d| *d == id).unwrap()
+    };
+    assert!(pos("J1", "QUEUED") < pos("J1", "COMPLETED"));
     assert_eq!(got.iter().filter(|r| r.status == 500).count(), 3);
     let ok = got.iter().find(|r| r.status == 200).unwrap();
     assert_eq!(ok.headers["content-type"], "application/json");

@@ -87,6 +87,13 @@ pub(crate) struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<OpsOverrides>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct OpsOverrides {
+    pub listen: String,
 }
 
 /// Runs the binary and returns its exit code.
@@ -113,6 +120,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             state_dir: args.state_dir.clone(),
             log_format: cli.log_format,
             log_level: cli.log_level.clone(),
+            ops: args
+                .health_listen
+                .clone()
+                .map(|listen| OpsOverrides { listen }),
         };
         Config::load(cli.config.as_deref(), &o)
     };

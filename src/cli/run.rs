@@ -7,13 +7,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use crate::config::StoreType;
 use crate::config::{Config, StartPosition};
+use crate::ops::health::{self, Health};
+use crate::ops::metrics::Metrics;
 use crate::ops::shutdown;
 use crate::output::Outputs;
-use crate::pipeline::{Pipeline, Stats};
+use crate::pipeline::Pipeline;
 use crate::source::coordinator::Coordinator;
 use crate::source::kinesis::{list_shards, load_aws_config};
-use crate::config::StoreType;
 use crate::store::LeasedStore;
 use crate::store::dynamodb::{DynamoConfig, DynamoStore};
 use crate::store::embedded::EmbeddedStore;
@@ -39,6 +41,12 @@ pub struct RunArgs {
     /// BULKWATCH_STATE_DIR, default: ./bulkwatch-state]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Address of the health and metrics endpoint (/health/live,
+    /// /health/ready, /metrics), or `off`. [setting: ops.listen, env:
+    /// BULKWATCH_OPS__LISTEN, default: 0.0.0.0:9090]
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,15 +94,19 @@ async fn open_store(
             Arc::new(store)
         }
         StoreType::Dynamodb => {
-            let worker_id = config.store.worker_id.clone().unwrap_or_else(default_worker_id);
+            let worker_id = config
+                .store
+                .worker_id
+                .clone()
+                .unwrap_or_else(default_worker_id);
             let mut dc = DynamoConfig::new(&config.store.table, &worker_id);
             if let Some(t) = &config.store.job_table {
                 dc.job_table = t.clone();
             }
             dc.create_tables = config.store.create_tables;
-            let store = DynamoStore::connect(aws, dc)
-                .await
-                .with_context(|| format!("opening the DynamoDB store (table {})", config.store.table))?;
+            let store = DynamoStore::connect(aws, dc).await.with_context(|| {
+                format!("opening the DynamoDB store (table {})", config.store.table)
+            })?;
             Arc::new(store)
         }
     })
@@ -109,7 +121,11 @@ fn default_worker_id() -> String {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "bulkwatch".to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// The worker: runs until a signal, then drains and exits 0.
@@ -130,6 +146,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             )
         })?;
 
+        let metrics = Metrics::new();
+        metrics.set_stream(&stream);
+        metrics.stream_ok();
+        // Bound before anything slow, so a taken port is one clear error.
+        let listener = match config.ops.listen_addr()? {
+            Some(addr) => Some(health::bind(addr).await?),
+            None => None,
+        };
+
         std::fs::create_dir_all(&config.state_dir)
             .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
         let store = open_store(&config, &aws).await?;
@@ -141,7 +166,27 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         let outputs = Outputs::start(&config.outputs_config(), &aws, &config.state_dir, outputs_stop.clone())
             .await
             .context("starting outputs")?;
-        let stats = Arc::new(Stats::default());
+        metrics.attach_outputs(&outputs);
+        if let Some(listener) = listener {
+            let addr = listener.local_addr().ok();
+            let h = Health::new(
+                metrics.clone(),
+                client.clone(),
+                stream.clone(),
+                store.clone() as Arc<dyn crate::store::CheckpointStore>,
+                &config.ops,
+            );
+            tokio::spawn(Arc::new(h).serve(listener));
+            tracing::info!(message = "Health and metrics endpoint listening.", address = ?addr);
+        }
+        {
+            // Readiness turns false the moment draining starts.
+            let (m, t) = (metrics.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                t.cancelled().await;
+                m.set_shutting_down();
+            });
+        }
         tracing::info!(
             message = "bulkwatch started.",
             stream = %stream,
@@ -154,7 +199,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             tracker: Tracker::new(store.clone(), config.terminal_ttl),
             outputs: outputs.clone(),
             checkpoints: store.clone(),
-            stats: stats.clone(),
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
         });
         let coordinator = Coordinator {
@@ -190,7 +235,7 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         if let Err(e) = outputs.close().await {
             tracing::warn!(message = "Closing outputs failed.", error = %format!("{e:#}"));
         }
-        stats.log_summary();
+        metrics.log_summary();
         Ok(code)
     })
 }

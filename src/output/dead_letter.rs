@@ -400,6 +400,9 @@ async fn run(
                     message = "Dead-letter payload truncated to fit the destination.",
                     size = r.entry.payload.len(),
                     destination = %sink.describe(),
+                    stream = r.entry.origin.as_ref().map_or("", |o| &*o.stream),
+                    shard = r.entry.origin.as_ref().map_or("", |o| &*o.shard_id),
+                    sequence_number = r.entry.origin.as_ref().map_or("", |o| o.sequence_number.as_str()),
                 );
             }
             lines.push(line);

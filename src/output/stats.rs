@@ -3,6 +3,9 @@
 //! this module knowing about it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::ops::metrics::{LatencyHistogram, monotonic_ms};
 
 /// Per-output counters. Every transition handed to an output ends in exactly
 /// one of `delivered`, `filtered`, `rejected` or `exhausted` (the last two
@@ -17,6 +20,13 @@ pub struct OutputCounters {
     pub rejected: AtomicU64,
     /// Past `max_attempts` / `max_record_age` and dead-lettered.
     pub exhausted: AtomicU64,
+    /// Seconds per attempt (one call to the destination).
+    pub attempt_latency: LatencyHistogram,
+    /// Seconds from `deliver` to this output's ack of the batch.
+    pub batch_latency: LatencyHistogram,
+    /// When the last attempt finished (`ops::metrics::monotonic_ms`): an
+    /// output retrying a down destination is busy, not hung (liveness).
+    pub last_attempt: AtomicU64,
 }
 
 /// Dead-letter counters.
@@ -68,6 +78,12 @@ pub struct DeadLetterStats {
 impl OutputCounters {
     pub(crate) fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One attempt at the destination finished, after `took`.
+    pub(crate) fn attempted(&self, took: Duration) {
+        self.attempt_latency.observe(took);
+        self.last_attempt.store(monotonic_ms(), Ordering::Relaxed);
     }
 }
 

@@ -118,6 +118,7 @@ impl OutputTask {
             };
             match self.deliver(&job).await {
                 Ok(()) => {
+                    self.counters.batch_latency.observe(job.enqueued.elapsed());
                     // The receiver may be gone (caller dropped `deliver`);
                     // the batch was delivered all the same.
                     let _ = job.ack.send(());
@@ -182,19 +183,19 @@ impl OutputTask {
                     Some(Outcome::Delivered) => OutputCounters::add(&self.counters.delivered, 1),
                     Some(Outcome::Reject { error, response }) => {
                         OutputCounters::add(&self.counters.rejected, 1);
+                        item.attempts += 1;
+                        let entry =
+                            self.entry(&item, format!("output {}: {error}", self.name), response);
+                        let (stream, shard, seq) = origin_fields(&entry);
                         tracing::warn!(
                             message = "Output refused a transition; sending it to dead-letter.",
                             output = %self.name,
                             transition_id = %item.transition_id,
                             job_sid = %item.job_sid,
+                            stream, shard, sequence_number = seq,
                             %error,
                         );
-                        item.attempts += 1;
-                        dead.push(self.entry(
-                            &item,
-                            format!("output {}: {error}", self.name),
-                            response,
-                        ));
+                        dead.push(entry);
                     }
                     Some(Outcome::Retry { error, after }) => {
                         OutputCounters::add(&self.counters.failed_attempts, 1);
@@ -204,17 +205,20 @@ impl OutputTask {
                         match self.policy.exhausted(item.attempts, job.enqueued.elapsed()) {
                             Some(why) => {
                                 OutputCounters::add(&self.counters.exhausted, 1);
+                                let reason =
+                                    format!("output {}: {why}; last error: {error}", self.name);
+                                let entry = self.entry(&item, reason, Some(error.clone()));
+                                let (stream, shard, seq) = origin_fields(&entry);
                                 tracing::error!(
                                     message = "Output could not deliver a transition; sending it to dead-letter.",
                                     output = %self.name,
                                     transition_id = %item.transition_id,
                                     job_sid = %item.job_sid,
+                                    stream, shard, sequence_number = seq,
                                     reason = %why,
                                     %error,
                                 );
-                                let reason =
-                                    format!("output {}: {why}; last error: {error}", self.name);
-                                dead.push(self.entry(&item, reason, Some(error)));
+                                dead.push(entry);
                             }
                             None => {
                                 last_error = Some(error);
@@ -277,7 +281,9 @@ impl OutputTask {
                 continue;
             }
             let items: Vec<&Item> = sendable.iter().map(|&i| &pending[i]).collect();
+            let attempt = Instant::now();
             let outcomes = self.sink.send(&items).await;
+            self.counters.attempted(attempt.elapsed());
             for (k, &i) in sendable.iter().enumerate() {
                 let outcome = outcomes
                     .get(k)
@@ -319,6 +325,14 @@ impl OutputTask {
         OutputCounters::add(&self.dead_letter.counters.undeliverable, n);
         Ok(())
     }
+}
+
+/// Stream, shard and sequence number of the record behind an entry, for
+/// log lines (every line about a record names them).
+fn origin_fields(e: &Entry) -> (&str, &str, &str) {
+    e.origin.as_ref().map_or(("", "", ""), |o| {
+        (&*o.stream, &*o.shard_id, o.sequence_number.as_str())
+    })
 }
 
 /// Indices of `pending`, grouped so that wave k holds each job's k-th item.

@@ -203,7 +203,10 @@ async fn post(
         Ok(r) => r,
         // Connect errors, timeouts, resets: the receiver may be back soon.
         // `{:#}`-like chain: reqwest's Display hides the cause.
-        Err(e) => return Outcome::retry(error_chain(&e)),
+        // Without the URL: a webhook URL is often a credential itself
+        // (Slack's and Teams' carry their token in the path), and this error
+        // ends up in logs and dead-letter entries.
+        Err(e) => return Outcome::retry(error_chain(&e.without_url())),
     };
     let status = resp.status();
     let retry_after = retry_after(resp.headers());

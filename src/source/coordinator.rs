@@ -106,8 +106,12 @@ impl Coordinator {
         }
         for (shard, _) in self.store.held_leases() {
             match self.store.release_lease(&shard).await {
-                Ok(()) => tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard),
-                Err(e) => tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e),
+                Ok(()) => {
+                    tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard)
+                }
+                Err(e) => {
+                    tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e)
+                }
             }
         }
         Ok(())
@@ -171,9 +175,13 @@ impl Coordinator {
         };
         for new in leases_to_create(&shards, &leases, self.start_position) {
             match self.store.create_lease_if_absent(&new).await {
-                Ok(true) => tracing::info!(message = "Lease created for a new shard.", stream = %self.stream, shard = %new.shard_id, parents = ?new.parent_shard_ids, checkpoint = new.checkpoint.kcl_checkpoint()),
+                Ok(true) => {
+                    tracing::info!(message = "Lease created for a new shard.", stream = %self.stream, shard = %new.shard_id, parents = ?new.parent_shard_ids, checkpoint = new.checkpoint.kcl_checkpoint())
+                }
                 Ok(false) => {}
-                Err(e) => tracing::warn!(message = "Could not create a lease; will retry.", stream = %self.stream, shard = %new.shard_id, error = %e),
+                Err(e) => {
+                    tracing::warn!(message = "Could not create a lease; will retry.", stream = %self.stream, shard = %new.shard_id, error = %e)
+                }
             }
         }
         // Record each closed parent's children in its lease, as KCL does.
@@ -223,7 +231,12 @@ impl Coordinator {
         }
 
         // 3. Take or steal.
-        let held: HashSet<String> = self.store.held_leases().into_iter().map(|(s, _)| s).collect();
+        let held: HashSet<String> = self
+            .store
+            .held_leases()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         let plan = plan_takes(
             &leases,
             &held,
@@ -235,22 +248,34 @@ impl Coordinator {
         for lease in plan {
             let stolen_from = lease.owner.clone().filter(|o| o != self.store.worker_id());
             match self.store.take_lease(lease).await {
-                Ok(_) => tracing::info!(message = "Lease taken.", stream = %self.stream, shard = %lease.shard_id, previous_owner = stolen_from.as_deref().unwrap_or("-")),
+                Ok(_) => {
+                    tracing::info!(message = "Lease taken.", stream = %self.stream, shard = %lease.shard_id, previous_owner = stolen_from.as_deref().unwrap_or("-"))
+                }
                 Err(StoreError::Conflict { .. }) => {
                     tracing::debug!(message = "Another worker took the lease first.", shard = %lease.shard_id)
                 }
-                Err(e) => tracing::warn!(message = "Could not take a lease.", stream = %self.stream, shard = %lease.shard_id, error = %e),
+                Err(e) => {
+                    tracing::warn!(message = "Could not take a lease.", stream = %self.stream, shard = %lease.shard_id, error = %e)
+                }
             }
         }
 
         // 4. Start readers for held leases whose parents are done.
-        let held: HashSet<String> = self.store.held_leases().into_iter().map(|(s, _)| s).collect();
-        let by_shard: HashMap<&str, &Lease> = leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
+        let held: HashSet<String> = self
+            .store
+            .held_leases()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let by_shard: HashMap<&str, &Lease> =
+            leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
         for shard in &held {
             if st.running.contains_key(shard) {
                 continue;
             }
-            let Some(lease) = by_shard.get(shard.as_str()) else { continue };
+            let Some(lease) = by_shard.get(shard.as_str()) else {
+                continue;
+            };
             if lease.checkpoint == LeaseCheckpoint::ShardEnd || !parents_done(lease, &by_shard) {
                 continue;
             }
@@ -265,7 +290,9 @@ impl Coordinator {
             };
             let id = reader.shard_id.clone();
             let (sink, t) = (sink.clone(), token.clone());
-            let handle = st.readers.spawn(async move { (id, reader.run(start, sink, t).await) });
+            let handle = st
+                .readers
+                .spawn(async move { (id, reader.run(start, sink, t).await) });
             st.task_shard.insert(handle.id(), shard.clone());
             st.running.insert(shard.clone(), token);
         }
@@ -273,8 +300,12 @@ impl Coordinator {
         // 5. Clean up parents whose children have all started.
         for parent in parents_to_delete(&leases) {
             match self.store.delete_lease(&parent).await {
-                Ok(()) => tracing::info!(message = "Finished parent lease deleted.", stream = %self.stream, shard = %parent),
-                Err(e) => tracing::debug!(message = "Could not delete a finished lease.", shard = %parent, error = %e),
+                Ok(()) => {
+                    tracing::info!(message = "Finished parent lease deleted.", stream = %self.stream, shard = %parent)
+                }
+                Err(e) => {
+                    tracing::debug!(message = "Could not delete a finished lease.", shard = %parent, error = %e)
+                }
             }
         }
     }
@@ -414,11 +445,7 @@ fn iterator_start(checkpoint: &LeaseCheckpoint, configured: StartPosition) -> It
 /// already has a lease was finished and cleaned up: it gets none. A child
 /// of a shard in the stream starts at TRIM_HORIZON (its records continue
 /// its parent's); any other shard at the configured position.
-fn leases_to_create(
-    shards: &[ShardInfo],
-    leases: &[Lease],
-    start: StartPosition,
-) -> Vec<NewLease> {
+fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition) -> Vec<NewLease> {
     let leased: HashSet<&str> = leases.iter().map(|l| l.shard_id.as_str()).collect();
     let listed: HashSet<&str> = shards.iter().map(|s| s.shard_id.as_str()).collect();
     let children = children_by_parent(shards);
@@ -545,7 +572,11 @@ mod tests {
             .collect();
         assert_eq!(
             cps,
-            [("s0", "LATEST"), ("s1", "TRIM_HORIZON"), ("s2", "TRIM_HORIZON")]
+            [
+                ("s0", "LATEST"),
+                ("s1", "TRIM_HORIZON"),
+                ("s2", "TRIM_HORIZON")
+            ]
         );
     }
 
@@ -598,7 +629,14 @@ mod tests {
         // Within the failover time the owner counts as live: its 2 leases
         // are its fair share of 2 workers (1 each)... so we steal nothing
         // yet either, as it holds 2 > 1: one steal.
-        let t = plan_takes(&leases, &none, "me", &seen, t0 + Duration::from_secs(5), FAILOVER);
+        let t = plan_takes(
+            &leases,
+            &none,
+            "me",
+            &seen,
+            t0 + Duration::from_secs(5),
+            FAILOVER,
+        );
         assert_eq!(ids(t), ["s0"], "one steal from the busier worker");
         // After the failover time both are free: take both.
         observe(&mut seen, &leases, t0 + FAILOVER);

@@ -56,6 +56,35 @@ pub trait BatchSink: Send + Sync {
 
     /// The shard was read to SHARD_END; every batch before was processed.
     async fn shard_ended(&self, shard_id: &Arc<str>) -> Result<(), Stop>;
+
+    /// What the reader saw, for metrics and health (`ops`). Called inline:
+    /// must not block. The default ignores it.
+    fn observe(&self, _shard_id: &Arc<str>, _event: ReaderEvent) {}
+}
+
+/// A fact a reader reports to its sink's [`BatchSink::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderEvent {
+    /// The reader runs: this worker reads (holds) the shard.
+    Started,
+    /// A GetRecords call answered.
+    Polled {
+        records: usize,
+        millis_behind: Option<i64>,
+    },
+    /// A Kinesis call failed and will be retried.
+    Failed { operation: &'static str },
+    /// The reader returned (or panicked).
+    Stopped,
+}
+
+/// Reports [`ReaderEvent::Stopped`] however the reader ends.
+struct StoppedOnDrop(Arc<dyn BatchSink>, Arc<str>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.observe(&self.1, ReaderEvent::Stopped);
+    }
 }
 
 /// How a reader finished.
@@ -95,6 +124,8 @@ impl ShardReader {
         let mut failures: u32 = 0;
         let mut empty_polls: u32 = 0;
         let mut next_call = Instant::now();
+        sink.observe(&self.shard_id, ReaderEvent::Started);
+        let _stopped = StoppedOnDrop(sink.clone(), self.shard_id.clone());
 
         loop {
             tokio::select! {
@@ -112,6 +143,12 @@ impl ShardReader {
                     match self.get_iterator(&from).await {
                         Ok(it) => it,
                         Err(e) => {
+                            sink.observe(
+                                &self.shard_id,
+                                ReaderEvent::Failed {
+                                    operation: "GetShardIterator",
+                                },
+                            );
                             failures += 1;
                             let wait = backoff_delay(
                                 failures,
@@ -166,6 +203,12 @@ impl ShardReader {
                         );
                         continue;
                     }
+                    sink.observe(
+                        &self.shard_id,
+                        ReaderEvent::Failed {
+                            operation: "GetRecords",
+                        },
+                    );
                     failures += 1;
                     let throttled = matches!(
                         err.as_service_error(),
@@ -191,6 +234,13 @@ impl ShardReader {
             };
 
             let millis_behind = out.millis_behind_latest();
+            sink.observe(
+                &self.shard_id,
+                ReaderEvent::Polled {
+                    records: out.records.len(),
+                    millis_behind,
+                },
+            );
             let next_iterator = out.next_shard_iterator().map(str::to_owned);
             let records: Vec<RawRecord> = out
                 .records

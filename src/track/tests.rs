@@ -724,7 +724,9 @@ fn the_documented_example_is_what_bulkwatch_emits() {
 
     let completed = crate::decode::tests::SEED.replace("\"CREATED\"", "\"COMPLETED\"");
     let arrival = datetime!(2025-01-01 00:01:02.5 UTC);
-    let crate::decode::Decoded::Job(event) = crate::decode::decode(completed.as_bytes(), Some(arrival)) else {
+    let crate::decode::Decoded::Job(event) =
+        crate::decode::decode(completed.as_bytes(), Some(arrival))
+    else {
         panic!("the seed decodes")
     };
     let origin = Origin {
@@ -737,5 +739,8 @@ fn the_documented_example_is_what_bulkwatch_emits() {
     processing.time = datetime!(2025-01-01 00:00:30 UTC);
     let (_, state) = apply(None, &processing, &org(1), NOW, TTL);
     let (v, _) = apply(state.as_ref(), &event, &origin, NOW, TTL);
-    assert_eq!(serde_json::to_value(v.transition().unwrap()).unwrap(), documented);
+    assert_eq!(
+        serde_json::to_value(v.transition().unwrap()).unwrap(),
+        documented
+    );
 }

@@ -1,0 +1,316 @@
+//! The health and metrics endpoint: a small HTTP/1 server (hyper) on
+//! `ops.listen`.
+//!
+//! | path | answers |
+//! |---|---|
+//! | `GET /health/live` | 200 while the processing loop makes progress, 503 when it is stuck |
+//! | `GET /health/ready` | 200 when the stream and the store answer and this worker reads its shards (or has none to read), 503 otherwise or while draining |
+//! | `GET /metrics` | Prometheus text ([`Metrics::encode`]) |
+//!
+//! Both health answers are a JSON object `{"status": "ok"|"fail", "checks":
+//! {...}}` whose checks say why, so `curl` is a diagnosis tool too.
+//!
+//! # Live versus ready
+//!
+//! *Live* is what a supervisor should restart on: readers are running but
+//! no stage has shown any progress for `ops.live_stall`. A down output or a
+//! throttled stream is not that: their retries are progress, and restarting
+//! would not help. *Ready* is the broader "is this worker doing its job":
+//! it goes false during an AWS outage, which is worth an alert, not a
+//! restart loop of the whole fleet. That is why `bulkwatch healthcheck`
+//! (the ECS container health check) probes live.
+//!
+//! Readiness is mostly passive: the readers' last successful GetRecords and
+//! the pipeline's last store call. Only when those are older than
+//! `ops.ready_window` (an idle worker with no reader, a store never written)
+//! does a probe call ListShards or read the checkpoints, and its answer is
+//! cached for a few seconds so a busy scraper cannot turn it into load.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::metrics::{CONTENT_TYPE, Metrics};
+use crate::config::OpsConfig;
+use crate::source::kinesis::list_shards;
+use crate::store::{Checkpoint, CheckpointStore};
+
+/// How long an active readiness probe's answer is reused.
+const PROBE_CACHE: Duration = Duration::from_secs(5);
+/// The longest a probe's AWS or store call may take before "unreachable".
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the endpoint needs to answer.
+pub struct Health {
+    pub metrics: Metrics,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub stream: Arc<str>,
+    pub checkpoints: Arc<dyn CheckpointStore>,
+    pub live_stall: Duration,
+    pub ready_window: Duration,
+    cache: tokio::sync::Mutex<Option<(Instant, Probe)>>,
+}
+
+/// What an active probe found out.
+#[derive(Clone)]
+struct Probe {
+    stream: Result<Vec<String>, String>,
+    /// Shard id → checkpoint.
+    store: Result<HashMap<String, Checkpoint>, String>,
+}
+
+/// Binds the endpoint's address; a clear error if it is taken, since a
+/// worker whose health check cannot answer would be killed by ECS anyway.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for health and metrics (setting ops.listen, flag --health-listen; `off` disables it)")
+    })
+}
+
+impl Health {
+    pub fn new(
+        metrics: Metrics,
+        kinesis: aws_sdk_kinesis::Client,
+        stream: Arc<str>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        ops: &OpsConfig,
+    ) -> Health {
+        Health {
+            metrics,
+            kinesis,
+            stream,
+            checkpoints,
+            live_stall: ops.live_stall,
+            ready_window: ops.ready_window,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Serves until the process exits. Deliberately not stopped on
+    /// SIGTERM: during the drain, liveness must keep answering (ECS is
+    /// already stopping the task) and readiness says "draining".
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(message = "Health endpoint accept failed.", error = %e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let health = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let health = health.clone();
+                    async move { Ok::<_, Infallible>(health.route(req).await) }
+                });
+                // Bounded: a client that connects and says nothing is
+                // dropped instead of holding a task forever.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            });
+        }
+    }
+
+    async fn route(&self, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        match req.uri().path() {
+            "/health/live" | "/health/live/" => {
+                let (ok, body) = self.live();
+                health_json(ok, body)
+            }
+            "/health/ready" | "/health/ready/" => {
+                let (ok, body) = self.ready().await;
+                health_json(ok, body)
+            }
+            "/metrics" => Response::builder()
+                .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
+                .body(Full::new(Bytes::from(self.metrics.encode())))
+                .unwrap_or_default(),
+            "/" => text(
+                StatusCode::OK,
+                "bulkwatch: /health/live /health/ready /metrics\n",
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Liveness: with readers running, some stage must have shown progress
+    /// within `live_stall`. With none (between shard syncs, or every shard
+    /// finished) there is nothing to be stuck on.
+    pub fn live(&self) -> (bool, Value) {
+        let readers = self.metrics.readers_running();
+        let age = self.metrics.heartbeat_age();
+        let stalled = readers > 0 && age.is_none_or(|a| a > self.live_stall);
+        let detail = match age {
+            Some(a) => format!(
+                "last progress {} ago, {readers} shard reader(s) running",
+                fmt_age(a)
+            ),
+            None => format!("no progress yet, {readers} shard reader(s) running"),
+        };
+        (
+            !stalled,
+            json!({
+                "heartbeat": {"ok": !stalled, "detail": detail,
+                              "age_seconds": age.map(|a| a.as_secs_f64()),
+                              "limit_seconds": self.live_stall.as_secs_f64()},
+            }),
+        )
+    }
+
+    /// Readiness: stream reachable, store reachable, shards held (or none
+    /// to hold), and not draining.
+    pub async fn ready(&self) -> (bool, Value) {
+        if self.metrics.is_shutting_down() {
+            return (
+                false,
+                json!({"shutdown": {"ok": false, "detail": "draining after SIGTERM/SIGINT"}}),
+            );
+        }
+        let window = self.ready_window;
+        let recent = |a: Option<Duration>| a.is_some_and(|a| a <= window);
+        let readers = self.metrics.readers_running();
+        let stream_recent = recent(self.metrics.stream_ok_age());
+        let (store_ok_age, store_failed_age) = self.metrics.store_ages();
+        // The last store call failed (and was not followed by a success):
+        // the pipeline is retrying it right now.
+        let store_failing = match (store_ok_age, store_failed_age) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(ok), Some(failed)) => failed < ok,
+        };
+        let store_recent = recent(store_ok_age) && !store_failing;
+
+        let probe = if stream_recent && store_recent && readers > 0 {
+            None
+        } else {
+            Some(self.probe().await)
+        };
+
+        let stream = match (&probe, stream_recent) {
+            (_, true) => (true, "GetRecords answered recently".to_owned()),
+            (Some(p), false) => match &p.stream {
+                Ok(s) => (true, format!("ListShards answered ({} shards)", s.len())),
+                Err(e) => (false, format!("ListShards failed: {e}")),
+            },
+            (None, false) => (false, "no recent Kinesis answer".to_owned()),
+        };
+        let store = match (&probe, store_recent) {
+            (_, true) => (true, "last store call succeeded".to_owned()),
+            (Some(p), false) => match &p.store {
+                Ok(_) if store_failing => (
+                    false,
+                    "the pipeline's last store call failed (being retried)".to_owned(),
+                ),
+                Ok(c) => (true, format!("checkpoints readable ({} shards)", c.len())),
+                Err(e) => (false, format!("reading checkpoints failed: {e}")),
+            },
+            (None, false) => (false, "no recent store answer".to_owned()),
+        };
+        let leases = if readers > 0 {
+            (true, format!("reading {readers} shard(s)"))
+        } else {
+            match probe.as_ref().map(|p| (&p.stream, &p.store)) {
+                Some((Ok(shards), Ok(cps))) => {
+                    let open = shards
+                        .iter()
+                        .filter(|s| !matches!(cps.get(*s), Some(Checkpoint::ShardEnd)))
+                        .count();
+                    if open == 0 {
+                        (true, "no shard left to read".to_owned())
+                    } else {
+                        (
+                            false,
+                            format!("{open} shard(s) to read but no reader runs (starting up?)"),
+                        )
+                    }
+                }
+                _ => (false, "cannot tell: stream or store unreachable".to_owned()),
+            }
+        };
+        let ok = stream.0 && store.0 && leases.0;
+        (
+            ok,
+            json!({
+                "stream": {"ok": stream.0, "detail": stream.1},
+                "store": {"ok": store.0, "detail": store.1},
+                "leases": {"ok": leases.0, "detail": leases.1},
+            }),
+        )
+    }
+
+    /// One ListShards and one checkpoint listing, cached for
+    /// [`PROBE_CACHE`].
+    async fn probe(&self) -> Probe {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, p)) = cache.as_ref()
+            && at.elapsed() < PROBE_CACHE
+        {
+            return p.clone();
+        }
+        let stream =
+            match tokio::time::timeout(PROBE_TIMEOUT, list_shards(&self.kinesis, &self.stream))
+                .await
+            {
+                Ok(Ok(shards)) => {
+                    self.metrics.stream_ok();
+                    Ok(shards.into_iter().map(|s| s.shard_id).collect())
+                }
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+        let store =
+            match tokio::time::timeout(PROBE_TIMEOUT, self.checkpoints.list_checkpoints()).await {
+                Ok(Ok(c)) => Ok(c.into_iter().collect()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+            };
+        let p = Probe { stream, store };
+        *cache = Some((Instant::now(), p.clone()));
+        p
+    }
+}
+
+fn fmt_age(d: Duration) -> String {
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap_or_default()
+}
+
+fn health_json(ok: bool, checks: Value) -> Response<Full<Bytes>> {
+    let body = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
+    Response::builder()
+        .status(if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        })
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        // Health answers must never be served from a cache.
+        .header(hyper::header::CACHE_CONTROL, "no-store")
+        .body(Full::new(Bytes::from(format!("{body}\n"))))
+        .unwrap_or_default()
+}
