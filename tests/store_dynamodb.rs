@@ -68,7 +68,7 @@ async fn store(sdk: &aws_config::SdkConfig, app: &str, worker: &str) -> DynamoSt
 }
 
 fn job(sid: &str) -> JobState {
-    serde_json::from_value(serde_json::json!({ "job_sid": sid })).expect("JobState from {job_sid}")
+    JobState::sample(sid)
 }
 
 fn seq(s: &str) -> Checkpoint {

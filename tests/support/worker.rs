@@ -28,6 +28,8 @@ const DEFAULT_ENV: &[(&str, &str)] = &[
     ("BULKWATCH_POLL__IDLE_INTERVAL", "300ms"),
     ("BULKWATCH_SHUTDOWN_GRACE", "10s"),
     ("BULKWATCH_LOG_LEVEL", "info"),
+    // Tests run workers in parallel: a fixed health port would collide.
+    ("BULKWATCH_OPS__LISTEN", "127.0.0.1:0"),
 ];
 
 /// The binary under test: the one cargo built for this test run, unless
