@@ -170,12 +170,25 @@ add(
     "not JSON: control character (\\u0000-\\u001F) found while parsing a string at line 1 column 9",
 )
 add("invalid-escape", b'{"id":"a\\qb"}', "not JSON: invalid escape at line 1 column 10")
+# serde_json's own wording for the two halves of a surrogate pair alone: a
+# high surrogate must be followed by a \u escape, and a low one cannot
+# come first.
 add(
-    "lone-surrogate-escape",
+    "lone-high-surrogate-escape",
     b'{"id":"\\ud800"}',
+    "not JSON: unexpected end of hex escape at line 1 column 14",
+)
+add(
+    "lone-low-surrogate-escape",
+    b'{"id":"\\udc00"}',
     "not JSON: lone leading surrogate in hex escape at line 1 column 13",
 )
-add("number-out-of-range", b'{"n":1e400}', "not JSON: number out of range at line 1 column 10")
+# A number beyond f64 in a field the decoder reads (in an unknown field it
+# is skipped unread: see the odd records). The column is the number's last
+# digit.
+huge = seed_bytes().replace(b'"error":10', b'"error":1e400', 1)
+col = huge.index(b"1e400") + 5
+add("number-out-of-range", huge, f"not JSON: number out of range at line 1 column {col}")
 add("leading-zero", b'{"n":01}', "not JSON: invalid number at line 1 column 7")
 
 # --- not an object -----------------------------------------------------------
@@ -398,6 +411,11 @@ odd_add("optional-fields-null", job("JW15", "FAILED", data__result=None, data__t
 odd_add("minimal", b'{"specversion":"1.0","type":"' + BULK.encode() + b'","source":"s","id":"i","data":{"job_sid":"JW16","status":"CREATED"}}', "bulk_job")
 odd_add("specversion-1.1", job("JW17", "CREATED", specversion="1.1"), "bulk_job")
 odd_add("unknown-fields-everywhere", job("JW18", "CREATED", traceparent="00-abc-01", data__new_field={"x": [1, 2]}, data__result__new_count=5), "bulk_job")
+odd_add("huge-number-in-unknown-field", seed_bytes().replace(b'"error":10}', b'"error":10,"x":1e400}', 1).replace(b"JW0000000000000000000000000000001", b"JW23"), "bulk_job")
+# Duplicate names: JSON leaves their meaning open; the decoder takes the
+# last one, as most JSON readers do.
+odd_add("duplicate-attribute-last-wins", job("JW24", "CREATED").replace(b'"id":"NOJW24"', b'"id":"first","id":"NOJW24"', 1), "bulk_job")
+odd_add("duplicate-field-last-wins", job("JW25", "CREATED").replace(b'"status":"CREATED"', b'"status":"QUEUED","status":"CREATED"', 1), "bulk_job")
 odd_add("time-with-offset", job("JW19", "CREATED", time="2025-01-01T02:00:00+02:00"), "bulk_job")
 odd_add("escaped-strings", job("JW20", "CREATED", data__friendly_name="Caf\u00e9 \"quoted\" \\ tab\t"), "bulk_job")
 odd_add("surrounding-whitespace", b"\n  " + job("JW21", "CREATED") + b"  \r\n", "bulk_job")
