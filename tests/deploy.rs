@@ -70,7 +70,10 @@ fn container(td: &Value) -> &Value {
 #[test]
 fn task_definition_is_fargate_with_an_exec_health_check_and_awslogs() {
     let td = json("deploy/ecs/task-definition.json");
-    assert_eq!(td["requiresCompatibilities"], serde_json::json!(["FARGATE"]));
+    assert_eq!(
+        td["requiresCompatibilities"],
+        serde_json::json!(["FARGATE"])
+    );
     assert_eq!(td["networkMode"], "awsvpc", "Fargate requires awsvpc");
     let c = container(&td);
     assert_eq!(c["essential"], true);
@@ -101,22 +104,24 @@ fn task_definition_is_fargate_with_an_exec_health_check_and_awslogs() {
         .iter()
         .map(|v| v.as_str().expect("healthCheck.command holds strings"))
         .collect();
-    assert_eq!(
-        cmd.first(),
-        Some(&"CMD"),
-        "exec form; got {cmd:?}"
-    );
+    assert_eq!(cmd.first(), Some(&"CMD"), "exec form; got {cmd:?}");
     assert_eq!(&cmd[1..3], ["/bulkwatch", "healthcheck"], "got {cmd:?}");
     // The probe gives up after 2 s by default; ECS must wait longer than
     // that, or a slow answer is a killed check instead of a clear line.
     let timeout = hc["timeout"].as_u64().expect("healthCheck.timeout");
-    assert!(timeout > 2, "healthCheck.timeout {timeout}s must exceed the probe's 2 s");
+    assert!(
+        timeout > 2,
+        "healthCheck.timeout {timeout}s must exceed the probe's 2 s"
+    );
     assert!(hc["startPeriod"].as_u64().is_some_and(|s| s >= 30));
 
     let logs = &c["logConfiguration"];
     assert_eq!(logs["logDriver"], "awslogs");
     for key in ["awslogs-group", "awslogs-region", "awslogs-stream-prefix"] {
-        assert!(logs["options"][key].is_string(), "awslogs option {key} is missing");
+        assert!(
+            logs["options"][key].is_string(),
+            "awslogs option {key} is missing"
+        );
     }
     // stdout may be an output (transitions as JSON lines). Non-blocking
     // mode drops lines when its buffer is full, which would lose
@@ -162,7 +167,13 @@ fn environment(c: &Value) -> BTreeMap<String, String> {
 fn task_definition_settings_pass_config_check() {
     let td = json("deploy/ecs/task-definition.json");
     let env = environment(container(&td));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bulkwatch"));
+    // E2E_BULKWATCH_BIN, as in the other integration tests, names another
+    // build of the binary (several checkouts may share a target directory).
+    let bin = std::env::var_os("E2E_BULKWATCH_BIN")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bulkwatch")));
+    let mut cmd = Command::new(bin);
     cmd.args(["config", "check"]);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("BULKWATCH_") {
@@ -179,7 +190,10 @@ fn task_definition_settings_pass_config_check() {
             .replace("${lease_table}", "bulkwatch")
             .replace("${job_table}", "bulkwatch-jobs")
             .replace("${region}", "eu-west-1");
-        assert!(!v.contains("${"), "{k}={v}: a placeholder this test does not know");
+        assert!(
+            !v.contains("${"),
+            "{k}={v}: a placeholder this test does not know"
+        );
         cmd.env(k, v);
     }
     let out = cmd.output().expect("running bulkwatch config check");
@@ -234,8 +248,12 @@ fn iam_action(prefix: &str, op: &str) -> String {
 /// Operation name (snake_case) → IAM prefixes of the SDK crates the worker
 /// depends on directly that have it, read from the crates' sources.
 fn sdk_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
+    // Offline (the crates are on disk: they were just built), and for
+    // this host only, so that other platforms' crates, never downloaded,
+    // are not asked for.
     let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", &host_triple(), "--manifest-path"])
         .arg(root().join("Cargo.toml"))
         .output()
         .expect("running cargo metadata");
@@ -268,7 +286,10 @@ fn sdk_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
             "the worker depends on {d}: add its IAM prefix to this test, and its actions to deploy/iam/worker-policy.json"
         );
     }
-    assert!(sdk_deps.len() >= 5, "expected the five AWS SDK crates, got {sdk_deps:?}");
+    assert!(
+        sdk_deps.len() >= 5,
+        "expected the five AWS SDK crates, got {sdk_deps:?}"
+    );
 
     let mut ops: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
     for d in sdk_deps {
@@ -290,9 +311,25 @@ fn sdk_operations() -> BTreeMap<String, BTreeSet<&'static str>> {
                 n += 1;
             }
         }
-        assert!(n > 3, "found only {n} operations of {d} in {}", dir.display());
+        assert!(
+            n > 3,
+            "found only {n} operations of {d} in {}",
+            dir.display()
+        );
     }
     ops
+}
+
+fn host_triple() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("running rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_owned()
 }
 
 /// The non-test Rust sources under `src/`: `tests.rs` files and
@@ -387,7 +424,9 @@ fn empty_calls(code: &str) -> BTreeSet<String> {
         if bytes[i] == b'.' {
             let start = i + 1;
             let mut j = start;
-            while j < bytes.len() && (bytes[j].is_ascii_lowercase() || bytes[j] == b'_' || bytes[j].is_ascii_digit()) {
+            while j < bytes.len()
+                && (bytes[j].is_ascii_lowercase() || bytes[j] == b'_' || bytes[j].is_ascii_digit())
+            {
                 j += 1;
             }
             if j > start && code[j..].starts_with("()") {
@@ -422,7 +461,11 @@ fn actions_called() -> BTreeMap<String, BTreeSet<String>> {
                 .copied()
                 .filter(|p| code.contains(&format!("aws_sdk_{}", sdk_module(p))))
                 .collect();
-            let which = if named.is_empty() { prefixes.clone() } else { named };
+            let which = if named.is_empty() {
+                prefixes.clone()
+            } else {
+                named
+            };
             for p in which {
                 called
                     .entry(iam_action(p, &call))
@@ -446,10 +489,16 @@ fn policy_statements(rel: &str) -> BTreeMap<String, BTreeSet<String>> {
     let policy = json(rel);
     assert_eq!(policy["Version"], "2012-10-17");
     let mut out = BTreeMap::new();
-    for s in policy["Statement"].as_array().expect("Statement is an array") {
+    for s in policy["Statement"]
+        .as_array()
+        .expect("Statement is an array")
+    {
         assert_eq!(s["Effect"], "Allow");
         assert!(s["Resource"].is_string() || s["Resource"].is_array());
-        let sid = s["Sid"].as_str().expect("every statement has a Sid").to_owned();
+        let sid = s["Sid"]
+            .as_str()
+            .expect("every statement has a Sid")
+            .to_owned();
         assert!(
             sid.chars().all(|c| c.is_ascii_alphanumeric()),
             "IAM Sids are alphanumeric: {sid}"
@@ -462,7 +511,10 @@ fn policy_statements(rel: &str) -> BTreeMap<String, BTreeSet<String>> {
         for a in &actions {
             assert!(!a.contains('*'), "{sid}: no wildcard actions ({a})");
         }
-        assert!(out.insert(sid.clone(), actions).is_none(), "Sid {sid} twice");
+        assert!(
+            out.insert(sid.clone(), actions).is_none(),
+            "Sid {sid} twice"
+        );
     }
     out
 }
@@ -489,7 +541,10 @@ fn worker_policy_allows_exactly_the_calls_the_code_makes() {
     }
     println!("AWS actions called by src/:");
     for (a, files) in &called {
-        println!("  {a:32} {}", files.iter().cloned().collect::<Vec<_>>().join(", "));
+        println!(
+            "  {a:32} {}",
+            files.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
 
     let statements = policy_statements("deploy/iam/worker-policy.json");
@@ -497,7 +552,12 @@ fn worker_policy_allows_exactly_the_calls_the_code_makes() {
     let missing: Vec<String> = called
         .iter()
         .filter(|(a, _)| !granted.contains(a))
-        .map(|(a, files)| format!("{a} (called in {})", files.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .map(|(a, files)| {
+            format!(
+                "{a} (called in {})",
+                files.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
         .collect();
     assert!(
         missing.is_empty(),
@@ -518,7 +578,10 @@ fn worker_policy_allows_exactly_the_calls_the_code_makes() {
     for (sid, actions) in &statements {
         let efo = actions.iter().any(|a| OPTIONAL_EFO.contains(&a.as_str()));
         if efo {
-            assert!(sid.ends_with("Optional"), "{sid} grants enhanced fan-out actions");
+            assert!(
+                sid.ends_with("Optional"),
+                "{sid} grants enhanced fan-out actions"
+            );
             assert!(actions.iter().all(|a| OPTIONAL_EFO.contains(&a.as_str())));
         }
     }
@@ -531,7 +594,10 @@ fn worker_policy_allows_exactly_the_calls_the_code_makes() {
                     sid.starts_with(label) && sid.ends_with("Optional"),
                     "{prefix} actions belong in an optional {label} statement, not {sid}"
                 );
-                assert!(actions.iter().all(|a| a.starts_with(prefix)), "{sid} mixes services");
+                assert!(
+                    actions.iter().all(|a| a.starts_with(prefix)),
+                    "{sid} mixes services"
+                );
             }
         }
     }
@@ -551,7 +617,10 @@ fn the_source_scan_understands_chained_calls_and_skips_test_code() {
     assert!(!calls.contains("create_queue"), "{calls:?}");
     assert_eq!(iam_action("sqs", "send_message_batch"), "sqs:SendMessage");
     assert_eq!(iam_action("sns", "publish_batch"), "sns:Publish");
-    assert_eq!(iam_action("dynamodb", "describe_time_to_live"), "dynamodb:DescribeTimeToLive");
+    assert_eq!(
+        iam_action("dynamodb", "describe_time_to_live"),
+        "dynamodb:DescribeTimeToLive"
+    );
 }
 
 // --- Terraform ----------------------------------------------------------
@@ -602,7 +671,10 @@ fn terraform_uses_the_json_files_and_the_store_key_schema() {
     assert!(tf.contains("../ecs/task-definition.json"));
     // Every statement of the policy has its resources in Terraform.
     for sid in policy_statements("deploy/iam/worker-policy.json").keys() {
-        let mapped = tf.lines().filter(|l| l.trim_start().starts_with(sid.as_str())).count();
+        let mapped = tf
+            .lines()
+            .filter(|l| l.trim_start().starts_with(sid.as_str()))
+            .count();
         assert!(
             mapped >= 2,
             "statement {sid} needs an entry in statement_resources and statement_enabled in deploy/terraform"
@@ -615,8 +687,8 @@ fn terraform_uses_the_json_files_and_the_store_key_schema() {
         let end = rest[i..].find('}').unwrap() + i;
         let name = &rest[i + 2..end];
         assert!(
-            tf.lines().any(|l| l.trim_start().starts_with(name)
-                && l.contains('=')),
+            tf.lines()
+                .any(|l| l.trim_start().starts_with(name) && l.contains('=')),
             "task definition placeholder ${{{name}}} is not set by the Terraform templatefile call"
         );
         rest = &rest[end..];
@@ -627,10 +699,22 @@ fn terraform_uses_the_json_files_and_the_store_key_schema() {
     let job_sid = store_const("JOB_SID");
     let expires_at = store_const("JOB_EXPIRES_AT");
     assert_eq!(lease_key, "leaseKey", "KCL's lease table layout");
-    assert!(hcl_has(&tf, "hash_key", &lease_key), "lease table hash key {lease_key}");
-    assert!(hcl_has(&tf, "hash_key", &job_sid), "job table hash key {job_sid}");
-    assert!(hcl_has(&tf, "attribute_name", &expires_at), "job table TTL on {expires_at}");
-    assert!(!tf.contains("range_key"), "the store's tables have no sort key");
+    assert!(
+        hcl_has(&tf, "hash_key", &lease_key),
+        "lease table hash key {lease_key}"
+    );
+    assert!(
+        hcl_has(&tf, "hash_key", &job_sid),
+        "job table hash key {job_sid}"
+    );
+    assert!(
+        hcl_has(&tf, "attribute_name", &expires_at),
+        "job table TTL on {expires_at}"
+    );
+    assert!(
+        !tf.contains("range_key"),
+        "the store's tables have no sort key"
+    );
     assert!(hcl_has(&tf, "billing_mode", "PAY_PER_REQUEST"));
     // The awslogs group exists, and the execution role can write to it.
     assert!(tf.contains("resource \"aws_cloudwatch_log_group\""));
@@ -684,19 +768,28 @@ fn dockerfile_builds_static_and_runs_as_non_root_without_a_shell() {
         last.contains("distroless/static") || last.contains("scratch"),
         "runtime base must be distroless/static or scratch: {last}"
     );
-    assert!(df.contains("deploy/build-static"), "the image uses the static build script");
+    assert!(
+        df.contains("deploy/build-static"),
+        "the image uses the static build script"
+    );
     let user = df
         .lines()
         .rfind(|l| l.starts_with("USER "))
         .expect("a USER line");
     assert!(!user.contains("root") || user.contains("nonroot"), "{user}");
-    assert!(!user.trim_end().ends_with(" 0") && !user.contains(" 0:"), "{user}");
+    assert!(
+        !user.trim_end().ends_with(" 0") && !user.contains(" 0:"),
+        "{user}"
+    );
     // The binary sits where the task definition's health check calls it.
     assert!(df.contains("/bulkwatch"));
     let hc = df
         .lines()
         .find(|l| l.contains("CMD [\"/bulkwatch\", \"healthcheck\"]"));
-    assert!(hc.is_some(), "exec-form HEALTHCHECK calling /bulkwatch healthcheck");
+    assert!(
+        hc.is_some(),
+        "exec-form HEALTHCHECK calling /bulkwatch healthcheck"
+    );
     assert!(df.contains("ENTRYPOINT [\"/bulkwatch\"]"));
 }
 

@@ -43,9 +43,16 @@ fn healthcheck(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn verdict(out: &Output) -> (i32, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "healthcheck must print one line, got:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "healthcheck must print one line, got:\n{stderr}"
+    );
     assert!(out.stdout.is_empty(), "healthcheck printed on stdout");
-    (out.status.code().expect("exited, not killed"), lines[0].to_owned())
+    (
+        out.status.code().expect("exited, not killed"),
+        lines[0].to_owned(),
+    )
 }
 
 /// Probes until healthy (exit 0) or the liveness bound; returns the line.
@@ -98,7 +105,10 @@ fn healthy_against_a_running_worker_and_unhealthy_once_it_stopped() {
     // setting (an all-interfaces address is probed on loopback).
     let any = format!("0.0.0.0:{port}");
     let line = wait_healthy(&[], &[("BULKWATCH_OPS__LISTEN", any.as_str())], &worker);
-    assert!(line.contains(&format!("http://127.0.0.1:{port}/health/live")), "{line}");
+    assert!(
+        line.contains(&format!("http://127.0.0.1:{port}/health/live")),
+        "{line}"
+    );
     // A full URL is used as given; a 404 is unhealthy.
     let out = healthcheck(&["--url", &format!("http://{listen}/no-such-path")], &[]);
     let (code, line) = verdict(&out);
@@ -111,7 +121,10 @@ fn healthy_against_a_running_worker_and_unhealthy_once_it_stopped() {
     let out = healthcheck(&["--addr", &listen], &[]);
     let (code, line) = verdict(&out);
     assert_eq!(code, 1, "a stopped worker is unhealthy: {line}");
-    assert!(line.starts_with("bulkwatch healthcheck: unhealthy: "), "{line}");
+    assert!(
+        line.starts_with("bulkwatch healthcheck: unhealthy: "),
+        "{line}"
+    );
 }
 
 #[test]
@@ -120,7 +133,10 @@ fn nothing_listening_is_unhealthy_with_the_reason() {
     let out = healthcheck(&["--addr", &format!("127.0.0.1:{port}")], &[]);
     let (code, line) = verdict(&out);
     assert_eq!(code, 1, "{line}");
-    assert!(line.starts_with("bulkwatch healthcheck: unhealthy: "), "{line}");
+    assert!(
+        line.starts_with("bulkwatch healthcheck: unhealthy: "),
+        "{line}"
+    );
     assert!(line.to_lowercase().contains("refused"), "{line}");
 }
 

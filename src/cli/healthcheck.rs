@@ -194,11 +194,9 @@ pub fn failing_checks(body: &str) -> Option<String> {
                 .map(|m| {
                     m.iter()
                         .filter(|(_, c)| c.get("ok").and_then(|ok| ok.as_bool()) == Some(false))
-                        .map(|(name, c)| {
-                            match c.get("detail").and_then(|d| d.as_str()) {
-                                Some(d) => format!("{name}: {d}"),
-                                None => name.clone(),
-                            }
+                        .map(|(name, c)| match c.get("detail").and_then(|d| d.as_str()) {
+                            Some(d) => format!("{name}: {d}"),
+                            None => name.clone(),
                         })
                         .collect()
                 })
@@ -236,7 +234,11 @@ fn truncate(s: &str, max: usize) -> String {
 /// sending request") says little; the cause ("Connection refused") says
 /// what an operator needs.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
+    // reqwest's top message repeats the URL, which the line already has.
+    let mut parts = match e.source() {
+        Some(_) if e.to_string().starts_with("error sending request") => Vec::new(),
+        _ => vec![e.to_string()],
+    };
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
