@@ -791,6 +791,26 @@ fn dockerfile_builds_static_and_runs_as_non_root_without_a_shell() {
         "exec-form HEALTHCHECK calling /bulkwatch healthcheck"
     );
     assert!(df.contains("ENTRYPOINT [\"/bulkwatch\"]"));
+
+    // .dockerignore lets in only what the build needs; a build script or
+    // another source directory added to the crate must be let in too.
+    let ignore = read(".dockerignore");
+    for needed in ["Cargo.toml", "Cargo.lock", "src/", "deploy/build-static"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == format!("!{needed}")),
+            "!{needed}"
+        );
+    }
+    for maybe in ["build.rs", "benches", "examples"] {
+        if root().join(maybe).exists() {
+            assert!(
+                ignore
+                    .lines()
+                    .any(|l| l.trim().trim_end_matches('/') == format!("!{maybe}")),
+                "{maybe} exists: let it into the image build in .dockerignore"
+            );
+        }
+    }
 }
 
 // --- no account ids -----------------------------------------------------
