@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success (including a drained shutdown), 1 a runtime
 //! failure, 2 bad usage or configuration, 130 a forced exit on a second
-//! signal.
+//! signal. `healthcheck` exits only 0 (healthy) or 1 (anything else),
+//! because Docker reserves 2 for health checks.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, LogFormat, StartPosition};
 
 pub mod decode;
+pub mod healthcheck;
 mod run;
 
 const AFTER_HELP: &str = "\
@@ -64,6 +66,9 @@ pub enum Command {
     /// Settings tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Probe a running worker's health endpoint (for container health
+    /// checks): exit 0 if healthy, 1 if not, with one line on stderr.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +156,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(decode::run(args.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck(args) => Ok(healthcheck::run(args, || {
+            Config::load(cli.config.as_deref(), &Overrides::default())
+        })),
         Command::Config(ConfigCommand::Check(args)) => {
             let config = load(args)?;
             config.stream()?;
