@@ -21,6 +21,8 @@
 
 mod support;
 
+// Shared with tests/outputs.rs, which uses more of it.
+#[allow(dead_code)]
 #[path = "support/webhook_server.rs"]
 mod webhook_server;
 
@@ -824,7 +826,7 @@ mod jobs_dynamodb {
         for (n, s) in statuses.iter().enumerate() {
             let status = JobStatus::parse(s);
             j.history.push(HistoryEntry {
-                transition_id: uuid::Uuid::new_v4(),
+                transition_id: uuid::Uuid::from_u128(rand::random()),
                 event_id: format!("EV{n}"),
                 previous_status: previous.clone(),
                 status: status.clone(),

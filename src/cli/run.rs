@@ -465,6 +465,32 @@ mod tests {
         assert!(d.get("quiet_event_ids").is_none());
     }
 
+    /// A webhook secret given inline never shows in the config's `Debug`
+    /// (what a `?config` log field would print) or its JSON (`config
+    /// check`); one given by `secret_env` is not even read into it.
+    #[test]
+    fn config_debug_and_json_redact_the_webhook_secret() {
+        const SECRET: &str = "whsec-unit-9s8d7f6g";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "stream = \"s\"\n[[output]]\ntype = \"webhook\"\nurl = \"https://example.com/h\"\nsecret = \"{SECRET}\"\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), &crate::cli::Overrides::default()).unwrap();
+        let debug = format!("{config:?}");
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(
+            debug.contains("webhook") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(!json.contains(SECRET), "{json}");
+    }
+
     /// The embedded store end to end through the same functions the
     /// command uses (the CLI test in tests/ops.rs runs the binary).
     #[tokio::test]

@@ -4,7 +4,7 @@
 //! | path | answers |
 //! |---|---|
 //! | `GET /health/live` | 200 while the processing loop makes progress, 503 when it is stuck |
-//! | `GET /health/ready` | 200 when the stream and the store answer and this worker reads its shards (or has none to read), 503 otherwise or while draining |
+//! | `GET /health/ready` | 200 when the stream and the store answer and this worker holds leases (or there are none for it to hold: see [`Health::ready`]), 503 otherwise or while draining |
 //! | `GET /metrics` | Prometheus text ([`Metrics::encode`]) |
 //!
 //! Both health answers are a JSON object `{"status": "ok"|"fail", "checks":
@@ -19,6 +19,12 @@
 //! it goes false during an AWS outage, which is worth an alert, not a
 //! restart loop of the whole fleet. That is why `bulkwatch healthcheck`
 //! (the ECS container health check) probes live.
+//!
+//! The leases check uses the lease coordinator's report after each cycle
+//! (`bulkwatch_leases_held`), not the running readers: a held lease whose
+//! parent shard is unfinished has no reader yet and is still held, and a
+//! worker in a fleet larger than the shard count holds nothing and is
+//! still ready, as long as nothing is free for it to take.
 //!
 //! Readiness is mostly passive: the readers' last successful GetRecords and
 //! the pipeline's last store call. Only when those are older than
