@@ -27,6 +27,7 @@ use crate::decode::{Decoded, decode};
 use crate::ops::metrics::Metrics;
 use crate::output::{DeadLetter, Outputs};
 use crate::source::RawRecord;
+use crate::source::coordinator::LeaseView;
 use crate::source::reader::{BatchSink, ReaderEvent, Stop};
 use crate::store::{Checkpoint, CheckpointStore, StoreError};
 use crate::track::{Tracker, Transition, Verdict};
@@ -129,6 +130,10 @@ impl BatchSink for Pipeline {
             ReaderEvent::Failed { operation } => self.metrics.kinesis_error(operation),
             ReaderEvent::Stopped => self.metrics.reader_stopped(shard_id),
         }
+    }
+
+    fn leases_observed(&self, view: LeaseView) {
+        self.metrics.leases_observed(view);
     }
 }
 

@@ -59,6 +59,10 @@ pub enum Command {
     /// Inspect or reset checkpoints in the store.
     #[command(subcommand)]
     Checkpoints(run::CheckpointsCommand),
+    /// List current job states (filter by status) or show one job's
+    /// history of transitions, as JSON lines.
+    #[command(subcommand)]
+    Jobs(run::JobsCommand),
     /// Decode record payloads from stdin (one per line) or files, through
     /// exactly the worker's decode and track code, and print one JSON line
     /// per record: its class, the reason if bad, and its transitions.
@@ -144,6 +148,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config.stream()?;
             crate::ops::logging::init(config.log_format, &config.log_level);
             run::checkpoints(config, cmd)
+        }
+        Command::Jobs(cmd) => {
+            // Job state is not per stream: no --stream needed.
+            let config = load(cmd.args())?;
+            crate::ops::logging::init(config.log_format, &config.log_level);
+            run::jobs(config, cmd)
         }
         Command::Decode(args) => {
             crate::ops::logging::init(

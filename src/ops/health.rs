@@ -4,7 +4,7 @@
 //! | path | answers |
 //! |---|---|
 //! | `GET /health/live` | 200 while the processing loop makes progress, 503 when it is stuck |
-//! | `GET /health/ready` | 200 when the stream and the store answer and this worker reads its shards (or has none to read), 503 otherwise or while draining |
+//! | `GET /health/ready` | 200 when the stream and the store answer and this worker holds leases (or there are none for it to hold: see [`Health::ready`]), 503 otherwise or while draining |
 //! | `GET /metrics` | Prometheus text ([`Metrics::encode`]) |
 //!
 //! Both health answers are a JSON object `{"status": "ok"|"fail", "checks":
@@ -19,6 +19,12 @@
 //! it goes false during an AWS outage, which is worth an alert, not a
 //! restart loop of the whole fleet. That is why `bulkwatch healthcheck`
 //! (the ECS container health check) probes live.
+//!
+//! The leases check uses the lease coordinator's report after each cycle
+//! (`bulkwatch_leases_held`), not the running readers: a held lease whose
+//! parent shard is unfinished has no reader yet and is still held, and a
+//! worker in a fleet larger than the shard count holds nothing and is
+//! still ready, as long as nothing is free for it to take.
 //!
 //! Readiness is mostly passive: the readers' last successful GetRecords and
 //! the pipeline's last store call. Only when those are older than
@@ -58,6 +64,9 @@ pub struct Health {
     pub checkpoints: Arc<dyn CheckpointStore>,
     pub live_stall: Duration,
     pub ready_window: Duration,
+    /// How old the coordinator's last lease report may be before readiness
+    /// stops trusting it.
+    pub lease_stale: Duration,
     cache: tokio::sync::Mutex<Option<(Instant, Probe)>>,
 }
 
@@ -84,6 +93,7 @@ impl Health {
         stream: Arc<str>,
         checkpoints: Arc<dyn CheckpointStore>,
         ops: &OpsConfig,
+        lease_renew_interval: Duration,
     ) -> Health {
         Health {
             metrics,
@@ -92,6 +102,8 @@ impl Health {
             checkpoints,
             live_stall: ops.live_stall,
             ready_window: ops.ready_window,
+            // A few missed cycles are a slow store, not a lost one.
+            lease_stale: ops.ready_window.max(lease_renew_interval * 3),
             cache: tokio::sync::Mutex::new(None),
         }
     }
@@ -198,6 +210,8 @@ impl Health {
         };
         let store_recent = recent(store_ok_age) && !store_failing;
 
+        // Readers running means GetRecords and checkpoints are being
+        // called: their stamps say enough without an extra probe.
         let probe = if stream_recent && store_recent && readers > 0 {
             None
         } else {
@@ -224,27 +238,7 @@ impl Health {
             },
             (None, false) => (false, "no recent store answer".to_owned()),
         };
-        let leases = if readers > 0 {
-            (true, format!("reading {readers} shard(s)"))
-        } else {
-            match probe.as_ref().map(|p| (&p.stream, &p.store)) {
-                Some((Ok(shards), Ok(cps))) => {
-                    let open = shards
-                        .iter()
-                        .filter(|s| !matches!(cps.get(*s), Some(Checkpoint::ShardEnd)))
-                        .count();
-                    if open == 0 {
-                        (true, "no shard left to read".to_owned())
-                    } else {
-                        (
-                            false,
-                            format!("{open} shard(s) to read but no reader runs (starting up?)"),
-                        )
-                    }
-                }
-                _ => (false, "cannot tell: stream or store unreachable".to_owned()),
-            }
-        };
+        let leases = self.leases_check(readers);
         let ok = stream.0 && store.0 && leases.0;
         (
             ok,
@@ -254,6 +248,55 @@ impl Health {
                 "leases": {"ok": leases.0, "detail": leases.1},
             }),
         )
+    }
+
+    /// "Leases are held, or there are none to hold", from the lease
+    /// coordinator's last cycle. A worker in a fleet with more workers than
+    /// shards legitimately holds nothing: it is ready as long as nothing is
+    /// free for it to take.
+    fn leases_check(&self, readers: usize) -> (bool, String) {
+        let Some((age, v)) = self.metrics.leases() else {
+            return (
+                false,
+                "the lease coordinator has not finished a cycle yet (starting up)".to_owned(),
+            );
+        };
+        if age > self.lease_stale {
+            return (
+                false,
+                format!(
+                    "the lease coordinator's last cycle finished {} ago (lease table unreachable?)",
+                    fmt_age(age)
+                ),
+            );
+        }
+        if v.held > 0 {
+            (
+                true,
+                format!(
+                    "holding {} of {} active lease(s), {readers} shard reader(s) running",
+                    v.held, v.active
+                ),
+            )
+        } else if v.active == 0 {
+            (true, "no shard left to read".to_owned())
+        } else if v.takeable == 0 {
+            (
+                true,
+                format!(
+                    "none to hold: all {} active lease(s) are held by other workers",
+                    v.active
+                ),
+            )
+        } else {
+            (
+                false,
+                format!(
+                    "{} lease(s) free to take but none held (starting up, or taking fails)",
+                    v.takeable
+                ),
+            )
+        }
     }
 
     /// One ListShards and one checkpoint listing, cached for

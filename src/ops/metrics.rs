@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 
 use crate::decode::RecordClass;
 use crate::output::{DeadLetterCounters, OutputCounters, Outputs};
+use crate::source::coordinator::LeaseView;
 use crate::track::{JobStatus, Verdict};
 
 /// The `Content-Type` of what [`Metrics::encode`] returns (Prometheus text
@@ -112,6 +113,8 @@ struct Inner {
     store_ok: AtomicU64,
     store_failed: AtomicU64,
     shutting_down: AtomicBool,
+    /// The lease coordinator's last report, and when it came.
+    leases: Mutex<Option<(Instant, LeaseView)>>,
 }
 
 struct AttachedOutput {
@@ -268,8 +271,19 @@ impl Metrics {
 
     // --------------------------------------------------------------- source
 
-    /// A shard reader started: it holds the shard (for now "leases held" is
-    /// the number of running readers).
+    /// The lease coordinator finished a cycle holding this much.
+    pub fn leases_observed(&self, view: LeaseView) {
+        *lock(&self.inner.leases) = Some((Instant::now(), view));
+    }
+
+    /// The coordinator's last report and its age; `None` before its first
+    /// cycle.
+    pub fn leases(&self) -> Option<(Duration, LeaseView)> {
+        lock(&self.inner.leases).map(|(at, v)| (at.elapsed(), v))
+    }
+
+    /// A shard reader started. Its lease was held before; a held lease
+    /// whose parents are unfinished has no reader yet.
     pub fn reader_started(&self, shard: &Arc<str>) {
         let mut shards = lock(&self.inner.shards);
         let s = shards.entry(shard.clone()).or_default();
@@ -588,9 +602,26 @@ impl Collector for Scrape {
             )?;
             gauges(
                 &mut enc,
-                "bulkwatch_leases_held",
-                "Shards this worker reads now (leases held).",
+                "bulkwatch_shard_readers",
+                "Shard readers running now (held leases whose parents are finished).",
                 [([("stream", stream.as_ref())], reading.len() as f64)],
+            )?;
+        }
+        {
+            // Before the coordinator's first cycle nothing is held yet: 0,
+            // not absent, so a dashboard shows a start rather than a gap.
+            let view = lock(&i.leases).map(|(_, v)| v).unwrap_or_default();
+            gauges(
+                &mut enc,
+                "bulkwatch_leases_held",
+                "Shard leases this worker holds, as of the lease coordinator's last cycle.",
+                [([("stream", stream.as_ref())], view.held as f64)],
+            )?;
+            gauges(
+                &mut enc,
+                "bulkwatch_leases_active",
+                "Leases of shards not yet read to their end, held by any worker, as of the last cycle.",
+                [([("stream", stream.as_ref())], view.active as f64)],
             )?;
         }
 
@@ -801,11 +832,26 @@ mod tests {
             "bulkwatch_events_dropped_total{reason=\"stale\"} 1",
             "bulkwatch_shard_millis_behind_latest{shard=\"shardId-000000000000\"} 1500",
             "bulkwatch_shard_batch_in_flight_seconds{shard=\"shardId-000000000000\"} 0",
-            "bulkwatch_leases_held{stream=\"s1\"} 1",
+            "bulkwatch_shard_readers{stream=\"s1\"} 1",
+            "bulkwatch_leases_held{stream=\"s1\"} 0",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(m.totals(), (2, 300, 1));
+        m.leases_observed(LeaseView {
+            held: 2,
+            active: 3,
+            takeable: 0,
+        });
+        let text = m.encode();
+        assert!(
+            text.contains("bulkwatch_leases_held{stream=\"s1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bulkwatch_leases_active{stream=\"s1\"} 3"),
+            "{text}"
+        );
         m.reader_stopped(&shard);
         assert_eq!(m.readers_running(), 0);
         assert!(!m.encode().contains("bulkwatch_shard_millis_behind_latest{"));

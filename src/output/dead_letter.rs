@@ -414,10 +414,15 @@ async fn run(
                 Err(error) => {
                     counters.write_failures.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    // The first entry's record stands for the write.
+                    let origin = requests.first().and_then(|r| r.entry.origin.as_ref());
                     tracing::error!(
                         message = "Dead-letter write failed; retrying.",
                         destination = %sink.describe(),
                         entries = lines.len(),
+                        stream = origin.map_or("", |o| &*o.stream),
+                        shard = origin.map_or("", |o| &*o.shard_id),
+                        sequence_number = origin.map_or("", |o| o.sequence_number.as_str()),
                         error = format!("{error:#}"),
                         retry_in = ?delay,
                     );

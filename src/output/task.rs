@@ -245,9 +245,22 @@ impl OutputTask {
                 .next()
                 .unwrap_or(Duration::from_secs(30))
                 .max(retry_after.unwrap_or_default());
+            // Name the oldest pending transition and its record, so the
+            // line leads to a stream, shard and sequence number like every
+            // other line about records.
+            let first = pending.first();
+            let origin = first
+                .and_then(|i| serde_json::from_str::<serde_json::Value>(&i.body).ok())
+                .as_ref()
+                .and_then(origin_of);
             tracing::warn!(
                 message = "Output delivery failed; retrying.",
                 output = %self.name,
+                transition_id = first.map_or("", |i| i.transition_id.as_str()),
+                job_sid = first.map_or("", |i| i.job_sid.as_str()),
+                stream = origin.as_ref().map_or("", |o| &*o.stream),
+                shard = origin.as_ref().map_or("", |o| &*o.shard_id),
+                sequence_number = origin.as_ref().map_or("", |o| o.sequence_number.as_str()),
                 failed,
                 pending = pending.len(),
                 attempts = pending.iter().map(|i| i.attempts).max().unwrap_or(0),

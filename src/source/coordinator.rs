@@ -47,6 +47,22 @@ pub struct Coordinator {
     pub store: Arc<dyn LeasedStore>,
 }
 
+/// This worker's standing in the lease table after one coordinator cycle:
+/// what `bulkwatch_leases_held` publishes and readiness judges ("leases
+/// are held, or there are none to hold").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseView {
+    /// Leases this worker holds (the store handle's own record, so a lease
+    /// lost on renewal is no longer counted).
+    pub held: usize,
+    /// Leases of shards not yet read to their end, whoever holds them.
+    pub active: usize,
+    /// Active leases this worker does not hold but could take now: unowned,
+    /// expired, or its own from an earlier run. Non-zero while nothing is
+    /// held means the worker should be holding something and is not.
+    pub takeable: usize,
+}
+
 /// When this worker last saw a lease's counter or owner change.
 struct Seen {
     counter: u64,
@@ -114,6 +130,7 @@ impl Coordinator {
                 }
             }
         }
+        sink.leases_observed(LeaseView::default());
         Ok(())
     }
 
@@ -267,6 +284,14 @@ impl Coordinator {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
+        sink.leases_observed(lease_view(
+            &leases,
+            &held,
+            self.store.worker_id(),
+            &st.seen,
+            now,
+            self.lease.failover_time,
+        ));
         let by_shard: HashMap<&str, &Lease> =
             leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
         for shard in &held {
@@ -350,21 +375,7 @@ fn plan_takes<'a>(
     if active.is_empty() {
         return Vec::new();
     }
-    let available = |l: &Lease| -> bool {
-        if held.contains(&l.shard_id) {
-            return false;
-        }
-        match l.owner.as_deref() {
-            None => true,
-            // Our own name but not held by this process: an earlier run of
-            // this worker (the embedded store's fixed id, or a configured
-            // one). Nobody else can be renewing it.
-            Some(o) if o == me => true,
-            Some(_) => seen
-                .get(&l.shard_id)
-                .is_some_and(|s| now.duration_since(s.since) >= failover),
-        }
-    };
+    let available = |l: &Lease| takeable(l, held, me, seen, now, failover);
     let mut load: HashMap<&str, usize> = HashMap::new();
     load.insert(me, 0);
     for l in &active {
@@ -407,6 +418,54 @@ fn plan_takes<'a>(
         .min_by_key(|l| l.shard_id.clone())
         .into_iter()
         .collect()
+}
+
+/// Whether this worker may take the lease without stealing it: not held
+/// by it, and unowned, expired, or its own from an earlier run.
+fn takeable(
+    l: &Lease,
+    held: &HashSet<String>,
+    me: &str,
+    seen: &HashMap<String, Seen>,
+    now: Instant,
+    failover: Duration,
+) -> bool {
+    if held.contains(&l.shard_id) {
+        return false;
+    }
+    match l.owner.as_deref() {
+        None => true,
+        // Our own name but not held by this process: an earlier run of
+        // this worker (the embedded store's fixed id, or a configured
+        // one). Nobody else can be renewing it.
+        Some(o) if o == me => true,
+        Some(_) => seen
+            .get(&l.shard_id)
+            .is_some_and(|s| now.duration_since(s.since) >= failover),
+    }
+}
+
+/// What this worker holds, against the leases seen this cycle.
+fn lease_view(
+    leases: &[Lease],
+    held: &HashSet<String>,
+    me: &str,
+    seen: &HashMap<String, Seen>,
+    now: Instant,
+    failover: Duration,
+) -> LeaseView {
+    let active: Vec<&Lease> = leases
+        .iter()
+        .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd)
+        .collect();
+    LeaseView {
+        held: held.len(),
+        active: active.len(),
+        takeable: active
+            .iter()
+            .filter(|l| takeable(l, held, me, seen, now, failover))
+            .count(),
+    }
 }
 
 /// A lease may be read once every parent lease is at SHARD_END or gone

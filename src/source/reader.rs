@@ -60,6 +60,11 @@ pub trait BatchSink: Send + Sync {
     /// What the reader saw, for metrics and health (`ops`). Called inline:
     /// must not block. The default ignores it.
     fn observe(&self, _shard_id: &Arc<str>, _event: ReaderEvent) {}
+
+    /// What the lease coordinator holds after each of its cycles, for
+    /// metrics and readiness (`ops`). Called inline: must not block. The
+    /// default ignores it.
+    fn leases_observed(&self, _view: super::coordinator::LeaseView) {}
 }
 
 /// A fact a reader reports to its sink's [`BatchSink::observe`].

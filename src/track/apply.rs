@@ -149,7 +149,7 @@ pub(crate) fn step(
             (Verdict::Repeat, true)
         }
         Decision::Stale => {
-            tracing::debug!(job_sid = %event.data.job_sid, event_id = %event.id, status = %event.data.status, stored = %st.status, "stale job event dropped");
+            tracing::debug!(job_sid = %event.data.job_sid, event_id = %event.id, status = %event.data.status, stored = %st.status, stream = %origin.stream, shard = %origin.shard_id, sequence_number = %origin.sequence_number, "stale job event dropped");
             remember_quiet(st, event, now);
             (Verdict::Stale, true)
         }
