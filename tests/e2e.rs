@@ -553,6 +553,12 @@ mod receiver {
 
     pub const SECRET: &str = "e2e-webhook-secret";
 
+    /// The liveness bound for delivering a whole stream through a webhook
+    /// after an outage or a crash: one request per transition, and a
+    /// GetRecords call per batch against a LocalStack that other tests
+    /// keep busy. Still a bound on hanging, not a performance claim.
+    pub const SLOW_LIVENESS: std::time::Duration = std::time::Duration::from_secs(300);
+
     pub struct Receiver {
         // Declared first, so it is dropped (and stops listening) before
         // the runtime that runs it.
@@ -685,7 +691,7 @@ mod receiver {
 mod webhook_outage {
     use std::time::Instant;
 
-    use super::receiver::{self, Receiver};
+    use super::receiver::{self, Receiver, SLOW_LIVENESS};
     use super::support::events;
     use super::support::kinesis::TestStream;
     use super::support::localstack;
@@ -695,10 +701,12 @@ mod webhook_outage {
     use super::*;
 
     const OUTAGE: Duration = Duration::from_secs(30);
-    // Small batches and queues, so that the bound is far below the stream:
-    // a worker that kept reading would overshoot it many times over.
-    const MAX_RECORDS: u64 = 20;
-    const QUEUE_CAPACITY: u64 = 2;
+    // Small batches and queues, so that the bound (400 transitions) is far
+    // below the stream: a worker that kept reading would overshoot it five
+    // times over. Not smaller: each batch is a GetRecords call, and a
+    // LocalStack shared by parallel tests answers those slowly.
+    const MAX_RECORDS: u64 = 100;
+    const QUEUE_CAPACITY: u64 = 1;
     const SHARDS: u64 = 2;
     const OUTPUTS: u64 = 1;
 
@@ -792,7 +800,7 @@ mod webhook_outage {
         );
 
         hook.resume();
-        worker.wait_until("every transition at the receiver", LIVENESS, |_| {
+        worker.wait_until("every transition at the receiver", SLOW_LIVENESS, |_| {
             let got = hook.accepted_keys();
             if want.is_subset(&got) {
                 Ok(())
@@ -868,7 +876,7 @@ mod crash_while_failing {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use super::receiver::{self, Receiver};
+    use super::receiver::{self, Receiver, SLOW_LIVENESS};
     use super::support::events;
     use super::support::kinesis::TestStream;
     use super::support::localstack;
@@ -899,7 +907,7 @@ mod crash_while_failing {
             dir.path(),
             &hook.url(),
             "[delivery]\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\n\
-             [poll]\nmax_records = 20\n",
+             [poll]\nmax_records = 50\n",
         );
         let args = ["--config".as_ref(), config.as_os_str()];
         let state = state_dir();
@@ -934,7 +942,7 @@ mod crash_while_failing {
 
         failing.store(false, Ordering::SeqCst);
         let mut second = Worker::start_full("second run", &stream.name, state.path(), &[], &args);
-        second.wait_until("every transition at the receiver", LIVENESS, |_| {
+        second.wait_until("every transition at the receiver", SLOW_LIVENESS, |_| {
             let got = hook.accepted_keys();
             if want.is_subset(&got) {
                 Ok(())
