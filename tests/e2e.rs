@@ -614,7 +614,11 @@ mod receiver {
                 let seen = Seen::parse(&r.body).unwrap_or_else(|e| {
                     panic!("the webhook body is not a transition ({e}): {}", r.body)
                 });
-                let key = r.headers.get("idempotency-key").cloned().unwrap_or_default();
+                let key = r
+                    .headers
+                    .get("idempotency-key")
+                    .cloned()
+                    .unwrap_or_default();
                 assert_eq!(
                     key, seen.transition_id,
                     "Idempotency-Key must be the transition_id"
@@ -674,7 +678,10 @@ mod receiver {
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| {
                     serde_json::from_str(l).unwrap_or_else(|e| {
-                        panic!("{} holds a line that is not JSON ({e}): {l}", path.display())
+                        panic!(
+                            "{} holds a line that is not JSON ({e}): {l}",
+                            path.display()
+                        )
                     })
                 })
                 .collect(),
@@ -840,8 +847,8 @@ mod webhook_outage {
             .max()
             .unwrap_or(0);
         let bound_bytes = (QUEUE_CAPACITY + 1 + SHARDS + OUTPUTS) * MAX_RECORDS * t;
-        let everything = evs.iter().map(|e| e.payload.len() as u64).sum::<u64>()
-            + want.len() as u64 * t;
+        let everything =
+            evs.iter().map(|e| e.payload.len() as u64).sum::<u64>() + want.len() as u64 * t;
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         eprintln!(
             "webhook_outage: {} events; during the {OUTAGE:?} outage read {read}, delivered \
@@ -956,7 +963,10 @@ mod crash_while_failing {
         });
         second.sigterm();
         let status = second.wait_exit(EXIT_BOUND);
-        assert!(status.success(), "second run's exit after SIGTERM: {status}");
+        assert!(
+            status.success(),
+            "second run's exit after SIGTERM: {status}"
+        );
 
         // `accepted` checks that each transition_id always names the same
         // transition; here, that each transition kept its transition_id.
@@ -1023,13 +1033,19 @@ mod bad_records {
         let good = events::all_events(&jobs);
         let want = events::expected(&good);
 
-        let not_json = bad("notjson", br#"{"specversion": "1.0", "type": "com.twi"#.to_vec());
+        let not_json = bad(
+            "notjson",
+            br#"{"specversion": "1.0", "type": "com.twi"#.to_vec(),
+        );
         // A bulk-job event without its `id` attribute.
         let mut v: serde_json::Value =
             serde_json::from_slice(&events::jobs(1)[0].event(0).payload).expect("our JSON");
         v.as_object_mut().expect("an object").remove("id");
         let no_id = bad("noid", serde_json::to_vec(&v).expect("JSON"));
-        let not_utf8 = bad("notutf8", b"{\"id\": \"\xff\xfe\x80 Latin-1 \xe9t\xe9\"}".to_vec());
+        let not_utf8 = bad(
+            "notutf8",
+            b"{\"id\": \"\xff\xfe\x80 Latin-1 \xe9t\xe9\"}".to_vec(),
+        );
         let bads = [
             (not_json.clone(), "not JSON"),
             (no_id.clone(), "missing attribute `id`"),
@@ -1049,7 +1065,11 @@ mod bad_records {
         let status = worker.wait_exit(EXIT_BOUND);
         assert!(status.success(), "exit after SIGTERM: {status}");
         assert_same_keys("stdout", &keys(worker.transitions()), &want);
-        assert_eq!(worker.transitions().len(), want.len(), "each transition once");
+        assert_eq!(
+            worker.transitions().len(),
+            want.len(),
+            "each transition once"
+        );
 
         let dead = receiver::dead_letters(state.path());
         assert_eq!(
@@ -1075,7 +1095,10 @@ mod bad_records {
             assert!(field("reason").contains(reason), "reason: {entry}");
             assert_eq!(field("stream"), stream.name, "{entry}");
             assert_eq!(field("shard_id"), at.shard_id, "{entry}");
-            assert!(entry["output"].is_null(), "a bad record has no output: {entry}");
+            assert!(
+                entry["output"].is_null(),
+                "a bad record has no output: {entry}"
+            );
             assert_eq!(entry["payload_size"], event.payload.len(), "{entry}");
             match std::str::from_utf8(&event.payload) {
                 Ok(text) => {
