@@ -538,3 +538,591 @@ mod cli {
         );
     }
 }
+
+// ------------------------------------------------------------------------
+// Outputs through the binary (issue 4's proofs that need the whole worker:
+// Kinesis in, a webhook receiver out, the worker configured by a file).
+
+/// A webhook receiver on loopback for the tests below: the in-process
+/// server of `support::webhook_server` on its own runtime (these tests are
+/// synchronous; they drive a child process).
+mod receiver {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    use super::support::transitions::{Key, Seen};
+    use super::support::webhook_server::{Received, Script, WebhookServer};
+
+    pub const SECRET: &str = "e2e-webhook-secret";
+
+    /// The liveness bound for delivering a whole stream through a webhook
+    /// after an outage or a crash: one request per transition, and a
+    /// GetRecords call per batch against a LocalStack that other tests
+    /// keep busy. Still a bound on hanging, not a performance claim.
+    pub const SLOW_LIVENESS: std::time::Duration = std::time::Duration::from_secs(300);
+
+    pub struct Receiver {
+        // Declared first, so it is dropped (and stops listening) before
+        // the runtime that runs it.
+        server: WebhookServer,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl Receiver {
+        pub fn start(script: Script) -> Receiver {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the webhook receiver");
+            let server = rt.block_on(WebhookServer::start(SECRET, script));
+            Receiver { server, rt }
+        }
+
+        pub fn url(&self) -> String {
+            self.server.url()
+        }
+
+        /// Stops listening: connections are refused from now on.
+        pub fn stop(&mut self) {
+            self.server.stop();
+        }
+
+        /// Listens again on the same port.
+        pub fn resume(&mut self) {
+            self.rt.block_on(self.server.resume());
+        }
+
+        pub fn received(&self) -> Vec<Received> {
+            self.server.received()
+        }
+
+        /// The transitions the receiver accepted (answered 2xx), by
+        /// `Idempotency-Key`: deduplicated the way a receiver must.
+        /// Panics on an unsigned request or a body that is not a
+        /// transition, or when a key's body differs from its first one
+        /// in anything but the delivery.
+        pub fn accepted(&self) -> BTreeMap<String, Seen> {
+            let mut out: BTreeMap<String, Seen> = BTreeMap::new();
+            for r in self.received() {
+                assert!(
+                    r.signature_ok,
+                    "the worker sent a request whose signature does not verify: {:?}",
+                    r.headers
+                );
+                if !(200..300).contains(&r.status) {
+                    continue;
+                }
+                let seen = Seen::parse(&r.body).unwrap_or_else(|e| {
+                    panic!("the webhook body is not a transition ({e}): {}", r.body)
+                });
+                let key = r
+                    .headers
+                    .get("idempotency-key")
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(
+                    key, seen.transition_id,
+                    "Idempotency-Key must be the transition_id"
+                );
+                if let Some(first) = out.get(&key) {
+                    assert_eq!(
+                        first.key, seen.key,
+                        "one transition_id was sent for two different transitions"
+                    );
+                }
+                out.entry(key).or_insert(seen);
+            }
+            out
+        }
+
+        /// The distinct transitions accepted.
+        pub fn accepted_keys(&self) -> BTreeSet<Key> {
+            self.accepted().into_values().map(|s| s.key).collect()
+        }
+
+        /// Requests answered 2xx, duplicates included.
+        pub fn accepted_requests(&self) -> usize {
+            self.received()
+                .iter()
+                .filter(|r| (200..300).contains(&r.status))
+                .count()
+        }
+    }
+
+    /// Writes the worker's config file: one webhook output to `url`, fast
+    /// retries (so the tests do not wait out the 30 s default backoff cap),
+    /// plus `extra` TOML. Returns its path inside `dir`.
+    pub fn config(dir: &Path, url: &str, extra: &str) -> PathBuf {
+        let path = dir.join("bulkwatch.toml");
+        let toml = format!(
+            "[[output]]\n\
+             type = \"webhook\"\n\
+             name = \"hook\"\n\
+             url = \"{url}\"\n\
+             secret = \"{SECRET}\"\n\
+             connect_timeout = \"500ms\"\n\
+             timeout = \"5s\"\n\
+             \n\
+             {extra}"
+        );
+        std::fs::write(&path, toml).expect("writing the config file");
+        path
+    }
+
+    /// The dead-letter entries in the state dir's default file (none when
+    /// the file does not exist).
+    pub fn dead_letters(state_dir: &Path) -> Vec<serde_json::Value> {
+        let path = state_dir.join("dead-letter.jsonl");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| {
+                        panic!(
+                            "{} holds a line that is not JSON ({e}): {l}",
+                            path.display()
+                        )
+                    })
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("reading {}: {e}", path.display()),
+        }
+    }
+}
+
+// The webhook receiver goes away for 30 s in the middle of a 2,000-event
+// run. While it is away, reading must pause (the held transitions stay
+// within the bound docs/outputs.md states, and the worker's peak memory
+// with them); when it is back, every transition arrives.
+mod webhook_outage {
+    use std::time::Instant;
+
+    use super::receiver::{self, Receiver, SLOW_LIVENESS};
+    use super::support::events;
+    use super::support::kinesis::TestStream;
+    use super::support::localstack;
+    use super::support::metrics::{self, free_addr};
+    use super::support::transitions::assert_same_keys;
+    use super::support::worker::Worker;
+    use super::*;
+
+    const OUTAGE: Duration = Duration::from_secs(30);
+    // Small batches and queues, so that the bound (400 transitions) is far
+    // below the stream: a worker that kept reading would overshoot it five
+    // times over. Not smaller: each batch is a GetRecords call, and a
+    // LocalStack shared by parallel tests answers those slowly.
+    const MAX_RECORDS: u64 = 100;
+    const QUEUE_CAPACITY: u64 = 1;
+    const SHARDS: u64 = 2;
+    const OUTPUTS: u64 = 1;
+
+    #[test]
+    fn receiver_down_for_30s_then_everything_arrives_within_the_memory_bound() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "outage", SHARDS as i32);
+        let jobs = events::jobs(480);
+        let evs = events::all_events(&jobs);
+        assert!(evs.len() >= 2000, "only {} events", evs.len());
+        let want = events::expected(&evs);
+        // Every event here is a transition: records read and transitions
+        // made are the same count, which the bound below relies on.
+        assert_eq!(want.len(), evs.len());
+        stream.put(&evs);
+
+        let mut hook = Receiver::start(Box::new(|_| (200, "stored".into())));
+        let dir = tempfile::tempdir().expect("a temp dir for the config");
+        let config = receiver::config(
+            dir.path(),
+            &hook.url(),
+            &format!(
+                "[delivery]\nbackoff_min = \"50ms\"\nbackoff_max = \"1s\"\n\
+                 queue_capacity = {QUEUE_CAPACITY}\n\n[poll]\nmax_records = {MAX_RECORDS}\n"
+            ),
+        );
+        let addr = free_addr();
+        let listen = addr.to_string();
+        let state = state_dir();
+        let mut worker = Worker::start_full(
+            "worker",
+            &stream.name,
+            state.path(),
+            &[("BULKWATCH_OPS__LISTEN", &listen)],
+            &["--config".as_ref(), config.as_os_str()],
+        );
+
+        // Warm up: connections, TLS-free HTTP client, the store, the
+        // allocator's arenas. The peak so far is the baseline.
+        worker.wait_until("200 deliveries before the outage", LIVENESS, |_| {
+            let n = hook.accepted().len();
+            if n >= 200 {
+                Ok(())
+            } else {
+                Err(format!("{n} of 200 accepted"))
+            }
+        });
+        let baseline = worker.peak_rss();
+
+        // The outage. Every half second, how many transitions the worker
+        // holds: records read minus transitions delivered, both from its
+        // own counters in one scrape.
+        hook.stop();
+        let stopped = Instant::now();
+        let mut max_held = 0u64;
+        let mut last = (0u64, 0u64);
+        let mut retries = 0.0;
+        while stopped.elapsed() < OUTAGE {
+            std::thread::sleep(Duration::from_millis(500));
+            let m = metrics::scrape(addr).unwrap_or_else(|e| {
+                panic!("the worker's /metrics at {addr} did not answer during the outage: {e}")
+            });
+            let read = metrics::get(&m, "bulkwatch_records_read_total") as u64;
+            let delivered = metrics::get(&m, "bulkwatch_output_delivered_total") as u64;
+            retries = metrics::get(&m, "bulkwatch_output_retries_total");
+            max_held = max_held.max(read.saturating_sub(delivered));
+            last = (read, delivered);
+        }
+        let peak_in_outage = worker.peak_rss();
+        let (read, delivered) = last;
+        assert!(
+            delivered >= 200,
+            "the worker's bulkwatch_output_delivered_total is {delivered}, but the receiver \
+             accepted at least 200 before the outage: the counters cannot be trusted"
+        );
+        assert!(
+            retries > 0.0,
+            "no failed attempt counted during a 30 s outage (bulkwatch_output_retries_total)"
+        );
+        assert!(
+            read < evs.len() as u64,
+            "the worker read all {read} records while the receiver was down: reading did not pause"
+        );
+        // docs/outputs.md: (queue_capacity + 1 + P) batches of B records
+        // are held at most (P = shards with a deliver in flight).
+        let bound = (QUEUE_CAPACITY + 1 + SHARDS) * MAX_RECORDS;
+        assert!(
+            max_held <= bound,
+            "during the outage the worker held {max_held} transitions read but not delivered; \
+             docs/outputs.md bounds it at (queue_capacity + 1 + shards) × max_records = {bound}"
+        );
+
+        hook.resume();
+        worker.wait_until("every transition at the receiver", SLOW_LIVENESS, |_| {
+            let got = hook.accepted_keys();
+            if want.is_subset(&got) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} distinct transitions accepted",
+                    want.intersection(&got).count(),
+                    want.len()
+                ))
+            }
+        });
+        let peak = worker.peak_rss();
+        worker.sigterm();
+        let status = worker.wait_exit(EXIT_BOUND);
+        assert!(status.success(), "exit after SIGTERM: {status}");
+
+        assert_same_keys("webhook receiver", &hook.accepted_keys(), &want);
+        let dead = receiver::dead_letters(state.path());
+        assert!(
+            dead.is_empty(),
+            "an outage within the retry policy must dead-letter nothing; got {} entries, first: {}",
+            dead.len(),
+            dead[0]
+        );
+
+        // Memory: the transitions held are bounded (above); the process's
+        // peak must not have grown by more than what the stated bound
+        // allows in bytes, with T the largest transition actually sent,
+        // plus ALLOWANCE for what is not transitions (allocator arenas
+        // of the threads that wake up, reqwest's retry state, log
+        // buffers), measured at a few MiB on this code.
+        const ALLOWANCE: u64 = 16 << 20;
+        let t = hook
+            .received()
+            .iter()
+            .map(|r| r.body.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let bound_bytes = (QUEUE_CAPACITY + 1 + SHARDS + OUTPUTS) * MAX_RECORDS * t;
+        let everything =
+            evs.iter().map(|e| e.payload.len() as u64).sum::<u64>() + want.len() as u64 * t;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        eprintln!(
+            "webhook_outage: {} events; during the {OUTAGE:?} outage read {read}, delivered \
+             {delivered}, held at most {max_held} (bound {bound}); VmHWM baseline {:.1} MiB, \
+             end of outage {:.1} MiB, end {:.1} MiB; bound in bytes {:.2} MiB (T = {t} B), \
+             the whole stream held would be {:.1} MiB; {} requests accepted for {} transitions",
+            evs.len(),
+            mib(baseline),
+            mib(peak_in_outage),
+            mib(peak),
+            mib(bound_bytes),
+            mib(everything),
+            hook.accepted_requests(),
+            want.len(),
+        );
+        assert!(
+            peak_in_outage <= baseline + bound_bytes + ALLOWANCE,
+            "the worker's peak RSS grew from {:.1} MiB to {:.1} MiB during the outage, more than \
+             the stated bound ({:.2} MiB) plus {:.0} MiB of allowance",
+            mib(baseline),
+            mib(peak_in_outage),
+            mib(bound_bytes),
+            mib(ALLOWANCE)
+        );
+    }
+}
+
+// kill -9 while the only output is failing, then a restart with the output
+// healthy: every transition reaches the receiver at least once, with the
+// same transition_id each time.
+mod crash_while_failing {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::receiver::{self, Receiver, SLOW_LIVENESS};
+    use super::support::events;
+    use super::support::kinesis::TestStream;
+    use super::support::localstack;
+    use super::support::transitions::assert_same_keys;
+    use super::support::worker::Worker;
+    use super::*;
+
+    #[test]
+    fn kill_9_while_the_webhook_fails_then_restart_delivers_everything() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "crashfail", 2);
+        let jobs = events::jobs(150);
+        let evs = events::all_events(&jobs);
+        let want = events::expected(&evs);
+        stream.put(&evs);
+
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
+        let hook = Receiver::start(Box::new(move |_| {
+            if flag.load(Ordering::SeqCst) {
+                (503, "down for maintenance".into())
+            } else {
+                (200, "stored".into())
+            }
+        }));
+        let dir = tempfile::tempdir().expect("a temp dir for the config");
+        let config = receiver::config(
+            dir.path(),
+            &hook.url(),
+            "[delivery]\nbackoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n\n\
+             [poll]\nmax_records = 50\n",
+        );
+        let args = ["--config".as_ref(), config.as_os_str()];
+        let state = state_dir();
+
+        let mut first = Worker::start_full("first run", &stream.name, state.path(), &[], &args);
+        first.wait_until("100 deliveries", LIVENESS, |_| {
+            let n = hook.accepted().len();
+            if n >= 100 {
+                Ok(())
+            } else {
+                Err(format!("{n} of 100 accepted"))
+            }
+        });
+        failing.store(true, Ordering::SeqCst);
+        let refused = |h: &Receiver| h.received().iter().filter(|r| r.status == 503).count();
+        first.wait_until("20 refused attempts", LIVENESS, |_| {
+            let n = refused(&hook);
+            if n >= 20 {
+                Ok(())
+            } else {
+                Err(format!("{n} of 20 answered 503"))
+            }
+        });
+        let status = first.kill9();
+        assert!(!status.success(), "kill -9 should end the worker: {status}");
+        let before = hook.accepted_keys();
+        assert!(
+            before.len() < want.len(),
+            "all {} transitions were accepted before kill -9; the output was not failing",
+            want.len()
+        );
+
+        failing.store(false, Ordering::SeqCst);
+        let mut second = Worker::start_full("second run", &stream.name, state.path(), &[], &args);
+        second.wait_until("every transition at the receiver", SLOW_LIVENESS, |_| {
+            let got = hook.accepted_keys();
+            if want.is_subset(&got) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} distinct transitions accepted",
+                    want.intersection(&got).count(),
+                    want.len()
+                ))
+            }
+        });
+        second.sigterm();
+        let status = second.wait_exit(EXIT_BOUND);
+        assert!(
+            status.success(),
+            "second run's exit after SIGTERM: {status}"
+        );
+
+        // `accepted` checks that each transition_id always names the same
+        // transition; here, that each transition kept its transition_id.
+        let accepted = hook.accepted();
+        let mut ids: std::collections::BTreeMap<_, &str> = Default::default();
+        for (id, seen) in &accepted {
+            if let Some(other) = ids.insert(&seen.key, id) {
+                panic!(
+                    "transition {} reached the receiver with two transition_ids, {other} and {id}",
+                    seen.key
+                );
+            }
+        }
+        assert_same_keys("webhook receiver", &hook.accepted_keys(), &want);
+        let dead = receiver::dead_letters(state.path());
+        assert!(
+            dead.is_empty(),
+            "failures within the retry policy must dead-letter nothing; got {}",
+            dead.len()
+        );
+        eprintln!(
+            "crash_while_failing: {} transitions; {} accepted before kill -9 (after {} refusals), \
+             {} requests accepted in all ({} duplicates)",
+            want.len(),
+            before.len(),
+            refused(&hook),
+            hook.accepted_requests(),
+            hook.accepted_requests() - want.len(),
+        );
+    }
+}
+
+// Bad records among good ones: the worker does not stall on them, each one
+// lands in the dead-letter file with its reason, its raw payload (base64
+// when not UTF-8), and its stream, shard and sequence number, and the good
+// records around them still give every transition.
+mod bad_records {
+    use base64::Engine;
+
+    use super::receiver;
+    use super::support::events::{self, Event};
+    use super::support::kinesis::TestStream;
+    use super::support::localstack;
+    use super::support::transitions::{assert_same_keys, keys};
+    use super::support::worker::Worker;
+    use super::*;
+
+    fn bad(tag: &str, payload: Vec<u8>) -> Event {
+        Event {
+            id: format!("bad-{tag}-{}", support::random_suffix()),
+            // The partition key: random, so the bad records spread over
+            // the shards like any others.
+            job_sid: format!("bad-{tag}-{}", support::random_suffix()),
+            status: String::new(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn bad_records_are_dead_lettered_and_the_good_ones_still_flow() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "badrec", 2);
+        let jobs = events::jobs(30);
+        let good = events::all_events(&jobs);
+        let want = events::expected(&good);
+
+        let not_json = bad(
+            "notjson",
+            br#"{"specversion": "1.0", "type": "com.twi"#.to_vec(),
+        );
+        // A bulk-job event without its `id` attribute.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&events::jobs(1)[0].event(0).payload).expect("our JSON");
+        v.as_object_mut().expect("an object").remove("id");
+        let no_id = bad("noid", serde_json::to_vec(&v).expect("JSON"));
+        let not_utf8 = bad(
+            "notutf8",
+            b"{\"id\": \"\xff\xfe\x80 Latin-1 \xe9t\xe9\"}".to_vec(),
+        );
+        let bads = [
+            (not_json.clone(), "not JSON"),
+            (no_id.clone(), "missing attribute `id`"),
+            (not_utf8.clone(), "not UTF-8"),
+        ];
+        // Spread among the good ones: early, middle, late.
+        let mut evs = good.clone();
+        evs.insert(good.len() * 3 / 4, not_utf8.clone());
+        evs.insert(good.len() / 2, no_id.clone());
+        evs.insert(good.len() / 5, not_json.clone());
+        let placed = stream.put(&evs);
+
+        let state = state_dir();
+        let mut worker = Worker::start("worker", &stream.name, state.path());
+        worker.wait_for_keys(&want, &[], LIVENESS);
+        worker.sigterm();
+        let status = worker.wait_exit(EXIT_BOUND);
+        assert!(status.success(), "exit after SIGTERM: {status}");
+        assert_same_keys("stdout", &keys(worker.transitions()), &want);
+        assert_eq!(
+            worker.transitions().len(),
+            want.len(),
+            "each transition once"
+        );
+
+        let dead = receiver::dead_letters(state.path());
+        assert_eq!(
+            dead.len(),
+            bads.len(),
+            "want one dead-letter entry per bad record: {dead:#?}"
+        );
+        for (event, reason) in &bads {
+            let at = placed
+                .iter()
+                .find(|p| p.event_id == event.id)
+                .expect("the bad record was put");
+            let entry = dead
+                .iter()
+                .find(|d| d["sequence_number"] == at.sequence_number.as_str())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no dead-letter entry for the {reason:?} record at {} {}: {dead:#?}",
+                        at.shard_id, at.sequence_number
+                    )
+                });
+            let field = |k: &str| entry[k].as_str().unwrap_or_default().to_owned();
+            assert!(field("reason").contains(reason), "reason: {entry}");
+            assert_eq!(field("stream"), stream.name, "{entry}");
+            assert_eq!(field("shard_id"), at.shard_id, "{entry}");
+            assert!(
+                entry["output"].is_null(),
+                "a bad record has no output: {entry}"
+            );
+            assert_eq!(entry["payload_size"], event.payload.len(), "{entry}");
+            match std::str::from_utf8(&event.payload) {
+                Ok(text) => {
+                    assert_eq!(field("encoding"), "utf8", "{entry}");
+                    assert_eq!(field("payload"), text, "{entry}");
+                }
+                Err(_) => {
+                    assert_eq!(field("encoding"), "base64", "{entry}");
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(field("payload"))
+                        .unwrap_or_else(|e| panic!("payload is not base64 ({e}): {entry}"));
+                    assert_eq!(raw, event.payload, "the raw bytes, exactly: {entry}");
+                }
+            }
+        }
+
+        // The summary at exit counts them.
+        let logs = worker.logs();
+        let summary = logs
+            .iter()
+            .find(|l| l.get("bad_records").is_some())
+            .unwrap_or_else(|| panic!("no summary log line with `bad_records` at exit"));
+        assert_eq!(summary["bad_records"], bads.len(), "summary: {summary}");
+    }
+}

@@ -145,7 +145,13 @@ impl ShardReader {
                         Some(seq) => IteratorStart::AfterSequence(seq.clone()),
                         None => start.clone(),
                     };
-                    match self.get_iterator(&from).await {
+                    // Abandoned on shutdown: an iterator costs nothing,
+                    // and a slow Kinesis must not hold up the drain.
+                    let got = tokio::select! {
+                        _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
+                        got = self.get_iterator(&from) => got,
+                    };
+                    match got {
                         Ok(it) => it,
                         Err(e) => {
                             sink.observe(
@@ -175,13 +181,21 @@ impl ShardReader {
             };
 
             let call_started = Instant::now();
-            let result = self
+            // A GetRecords call in flight is abandoned on shutdown: its
+            // records have not reached the sink, so nothing is checkpointed
+            // past them and they are read again after a restart. Waiting for
+            // it instead could take the whole operation timeout (30 s) when
+            // Kinesis is slow, far past the 5 s an ECS stop allows.
+            let call = self
                 .client
                 .get_records()
                 .shard_iterator(&it)
                 .limit(self.poll.max_records)
-                .send()
-                .await;
+                .send();
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
+                result = call => result,
+            };
             // Kinesis allows 5 GetRecords calls/s per shard: pace from the
             // start of each call.
             next_call = call_started + self.poll.interval;

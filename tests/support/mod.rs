@@ -15,6 +15,10 @@
 //!   which transitions they must produce.
 //! - [`transitions`]: what the worker printed, parsed, and how to compare
 //!   it with what was expected.
+//! - [`webhook_server`]: a loopback HTTP receiver that verifies the
+//!   webhook signature and answers as the test says (also used by
+//!   tests/outputs.rs).
+//! - [`metrics`]: one scrape of the worker's `/metrics`, and free ports.
 //! - [`worker`]: the running binary: its stdout collected on a thread, its
 //!   stderr kept in a file and printed when a test fails, signals, exits.
 
@@ -26,7 +30,9 @@
 pub mod events;
 pub mod kinesis;
 pub mod localstack;
+pub mod metrics;
 pub mod transitions;
+pub mod webhook_server;
 pub mod worker;
 
 use std::time::Duration;

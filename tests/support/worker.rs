@@ -28,8 +28,11 @@ const DEFAULT_ENV: &[(&str, &str)] = &[
     ("BULKWATCH_POLL__IDLE_INTERVAL", "300ms"),
     ("BULKWATCH_SHUTDOWN_GRACE", "10s"),
     ("BULKWATCH_LOG_LEVEL", "info"),
-    // Tests run workers in parallel: a fixed health port would collide.
-    ("BULKWATCH_OPS__LISTEN", "127.0.0.1:0"),
+    // The health and metrics endpoint listens on 0.0.0.0:9090 by default;
+    // tests run in parallel (and beside other checkouts' tests), so a fixed
+    // port would make all but the first worker exit with "address in use".
+    // A test that reads /metrics passes its own free port.
+    ("BULKWATCH_OPS__LISTEN", "off"),
 ];
 
 /// The binary under test: the one cargo built for this test run, unless
@@ -158,6 +161,18 @@ impl Worker {
 
     /// The same, with extra (or overriding) `BULKWATCH_*` settings.
     pub fn start_with(label: &str, stream: &str, state_dir: &Path, env: &[(&str, &str)]) -> Worker {
+        Worker::start_full(label, stream, state_dir, env, &[])
+    }
+
+    /// The same, with extra command-line arguments (such as `--config
+    /// FILE`) after `run`'s own.
+    pub fn start_full(
+        label: &str,
+        stream: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        args: &[&std::ffi::OsStr],
+    ) -> Worker {
         let stderr_dir = tempfile::tempdir().expect("a temp dir for stderr");
         let stderr_path = stderr_dir.path().join("stderr.log");
         let stderr = File::create(&stderr_path).expect("a stderr file");
@@ -165,6 +180,7 @@ impl Worker {
         cmd.args(["run", "--stream", stream, "--state-dir"])
             .arg(state_dir)
             .args(["--log-format", "json"])
+            .args(args)
             .envs(DEFAULT_ENV.iter().copied())
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -385,6 +401,17 @@ impl Worker {
         }
     }
 
+    /// The process's peak resident set size so far (`VmHWM` in
+    /// /proc/PID/status), in bytes. Only while it runs.
+    pub fn peak_rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM") * 1024
+    }
+
+    /// The process's resident set size now (`VmRSS`), in bytes.
+    pub fn rss(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS") * 1024
+    }
+
     /// Everything the worker wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
@@ -440,6 +467,17 @@ impl Drop for Worker {
             eprintln!("\n{}", self.diagnostics());
         }
     }
+}
+
+/// One `kB` field of /proc/PID/status (Linux).
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {path} (this measurement needs Linux): {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} line in {path}:\n{text}"))
 }
 
 fn describe(status: Option<ExitStatus>) -> String {
