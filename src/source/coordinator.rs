@@ -10,9 +10,14 @@
 //!    `lease.failover_time` belongs to a dead worker;
 //! 3. takes unowned or expired leases until it holds its fair share
 //!    (active leases ÷ live workers, rounded up), or, when there are none
-//!    to take, steals one lease from the most loaded worker;
+//!    to take, steals one lease from the most loaded worker (a worker
+//!    that loses a race for a free lease tries the next one);
 //! 4. starts a reader for each held lease whose parents are finished, from
 //!    the lease's checkpoint.
+//!
+//! A cycle also runs at the moment another worker's lease would expire,
+//! so failover takes about `lease.failover_time` after the dead worker's
+//! last renewal was seen, not up to one renew interval more.
 //!
 //! Every `poll.shard_sync_interval` (and at once when a shard ends) it also
 //! lists the stream's shards and creates leases for new ones, which is how
@@ -63,6 +68,11 @@ struct State {
     running: HashMap<String, CancellationToken>,
     seen: HashMap<String, Seen>,
     last_shard_count: Option<usize>,
+    /// When the next lease held by another worker expires, if it does not
+    /// move before then. The loop runs a cycle at that instant rather than
+    /// up to one renew interval later, so a dead worker's shards are taken
+    /// about `failover_time` after its last renewal was seen.
+    next_expiry: Option<Instant>,
 }
 
 impl Coordinator {
@@ -88,6 +98,9 @@ impl Coordinator {
                     self.cycle(&mut st, &sink, &shutdown).await;
                 }
                 _ = renew.tick() => self.cycle(&mut st, &sink, &shutdown).await,
+                _ = sleep_until_some(st.next_expiry), if st.next_expiry.is_some() => {
+                    self.cycle(&mut st, &sink, &shutdown).await;
+                }
                 Some(joined) = st.readers.join_next_with_id(), if !st.readers.is_empty() => {
                     if self.reader_finished(&mut st, joined).await {
                         // Its children can start now: look at once rather
@@ -237,7 +250,7 @@ impl Coordinator {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        let plan = plan_takes(
+        st.next_expiry = next_expiry(
             &leases,
             &held,
             self.store.worker_id(),
@@ -245,10 +258,26 @@ impl Coordinator {
             now,
             self.lease.failover_time,
         );
-        for lease in plan {
+        let (candidates, mut wanted) = plan_takes(
+            &leases,
+            &held,
+            self.store.worker_id(),
+            &st.seen,
+            now,
+            self.lease.failover_time,
+        );
+        // Workers that see the same free leases at the same moment (say,
+        // those a SIGTERMed worker released) race for them. One that loses
+        // a race goes on to the next candidate instead of waiting a whole
+        // renew interval, so every released lease is taken in one cycle.
+        for lease in candidates {
+            if wanted == 0 {
+                break;
+            }
             let stolen_from = lease.owner.clone().filter(|o| o != self.store.worker_id());
             match self.store.take_lease(lease).await {
                 Ok(_) => {
+                    wanted -= 1;
                     tracing::info!(message = "Lease taken.", stream = %self.stream, shard = %lease.shard_id, previous_owner = stolen_from.as_deref().unwrap_or("-"))
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -333,8 +362,38 @@ fn observe(seen: &mut HashMap<String, Seen>, leases: &[Lease], now: Instant) {
     }
 }
 
-/// The leases to take this cycle: unowned or expired ones up to our fair
-/// share, else one stolen from the most loaded worker.
+/// Sleeps until `at`; never returns when there is no instant (the select
+/// branch is disabled then anyway).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first future instant at which a lease of another worker, not
+/// moving meanwhile, becomes expired.
+fn next_expiry(
+    leases: &[Lease],
+    held: &HashSet<String>,
+    me: &str,
+    seen: &HashMap<String, Seen>,
+    now: Instant,
+    failover: Duration,
+) -> Option<Instant> {
+    leases
+        .iter()
+        .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd && !held.contains(&l.shard_id))
+        .filter(|l| l.owner.as_deref().is_some_and(|o| o != me))
+        .filter_map(|l| seen.get(&l.shard_id))
+        .map(|s| s.since + failover)
+        .filter(|at| *at > now)
+        .min()
+}
+
+/// The leases to try to take this cycle, in order, and how many of them to
+/// take: unowned or expired ones up to our fair share, else one stolen from
+/// the most loaded worker.
 fn plan_takes<'a>(
     leases: &'a [Lease],
     held: &HashSet<String>,
@@ -342,13 +401,13 @@ fn plan_takes<'a>(
     seen: &HashMap<String, Seen>,
     now: Instant,
     failover: Duration,
-) -> Vec<&'a Lease> {
+) -> (Vec<&'a Lease>, usize) {
     let active: Vec<&Lease> = leases
         .iter()
         .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd)
         .collect();
     if active.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let available = |l: &Lease| -> bool {
         if held.contains(&l.shard_id) {
@@ -379,13 +438,15 @@ fn plan_takes<'a>(
     let target = active.len().div_ceil(load.len());
     let mine = load[me];
     if mine >= target {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let mut free: Vec<&Lease> = active.iter().copied().filter(|l| available(l)).collect();
-    // Parents first: their children cannot start before them anyway.
-    free.sort_by_key(|l| (!l.parent_shard_ids.is_empty(), l.shard_id.clone()));
+    // Parents first: their children cannot start before them anyway. Else
+    // in random order, as KCL shuffles expired leases: workers racing for
+    // the same free leases then mostly go for different ones.
+    free.sort_by_cached_key(|l| (!l.parent_shard_ids.is_empty(), rand::random::<u32>()));
     if !free.is_empty() {
-        return free.into_iter().take(target - mine).collect();
+        return (free, target - mine);
     }
     // Nothing free: steal one lease from the most loaded worker, if it holds
     // more than its share. One at a time, so the fleet converges without
@@ -395,18 +456,19 @@ fn plan_takes<'a>(
         .filter(|(o, _)| **o != me)
         .max_by_key(|(o, n)| (**n, *o))
     else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     if most <= target {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
-    active
+    let steal: Vec<&Lease> = active
         .iter()
         .copied()
         .filter(|l| l.owner.as_deref() == Some(busiest))
         .min_by_key(|l| l.shard_id.clone())
         .into_iter()
-        .collect()
+        .collect();
+    (steal, 1)
 }
 
 /// A lease may be read once every parent lease is at SHARD_END or gone
@@ -612,8 +674,8 @@ mod tests {
         let now = Instant::now();
         observe(&mut seen, &leases, now);
         // Alone: take all 8.
-        let t = plan_takes(&leases, &HashSet::new(), "a", &seen, now, FAILOVER);
-        assert_eq!(t.len(), 8);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "a", &seen, now, FAILOVER);
+        assert_eq!((t.len(), n), (8, 8));
     }
 
     #[test]
@@ -629,7 +691,7 @@ mod tests {
         // Within the failover time the owner counts as live: its 2 leases
         // are its fair share of 2 workers (1 each)... so we steal nothing
         // yet either, as it holds 2 > 1: one steal.
-        let t = plan_takes(
+        let (t, n) = plan_takes(
             &leases,
             &none,
             "me",
@@ -637,11 +699,20 @@ mod tests {
             t0 + Duration::from_secs(5),
             FAILOVER,
         );
-        assert_eq!(ids(t), ["s0"], "one steal from the busier worker");
+        assert_eq!((ids(t), n), (vec!["s0".to_string()], 1), "one steal from the busier worker");
+        // The loop wakes up when they expire, not a renew interval later.
+        assert_eq!(
+            next_expiry(&leases, &none, "me", &seen, t0 + Duration::from_secs(5), FAILOVER),
+            Some(t0 + FAILOVER)
+        );
         // After the failover time both are free: take both.
         observe(&mut seen, &leases, t0 + FAILOVER);
-        let t = plan_takes(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER);
-        assert_eq!(t.len(), 2);
+        let (t, n) = plan_takes(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER);
+        assert_eq!((t.len(), n), (2, 2));
+        assert_eq!(
+            next_expiry(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER),
+            None
+        );
     }
 
     #[test]
@@ -656,13 +727,13 @@ mod tests {
         let mut seen = HashMap::new();
         let now = Instant::now();
         observe(&mut seen, &leases, now);
-        let t = plan_takes(&leases, &HashSet::new(), "d", &seen, now, FAILOVER);
-        assert_eq!(t.len(), 1);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "d", &seen, now, FAILOVER);
+        assert_eq!((t.len(), n), (1, 1));
         assert!(["a", "b"].contains(&t[0].owner.as_deref().unwrap()));
         // c, at 2 = its share, steals nothing.
         let held: HashSet<String> = ["s6".to_string(), "s7".to_string()].into();
-        let t = plan_takes(&leases, &held, "c", &seen, now, FAILOVER);
-        assert!(t.is_empty());
+        let (t, n) = plan_takes(&leases, &held, "c", &seen, now, FAILOVER);
+        assert!(t.is_empty() && n == 0);
     }
 
     #[test]
@@ -671,8 +742,8 @@ mod tests {
         let mut seen = HashMap::new();
         let now = Instant::now();
         observe(&mut seen, &leases, now);
-        let t = plan_takes(&leases, &HashSet::new(), "embedded", &seen, now, FAILOVER);
-        assert_eq!(ids(t), ["s0"]);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "embedded", &seen, now, FAILOVER);
+        assert_eq!((ids(t), n), (vec!["s0".to_string()], 1));
     }
 
     #[test]

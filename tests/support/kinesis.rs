@@ -24,6 +24,8 @@ const PUT_BATCH: usize = 500;
 pub struct ShardInfo {
     pub shard_id: String,
     pub parent: Option<String>,
+    /// The second parent of a merged shard.
+    pub adjacent_parent: Option<String>,
     pub starting_hash_key: u128,
     pub ending_hash_key: u128,
     /// A closed shard (split or merged) has an ending sequence number.
@@ -211,6 +213,7 @@ impl TestStream {
                 shards.push(ShardInfo {
                     shard_id: s.shard_id().to_owned(),
                     parent: s.parent_shard_id().map(str::to_owned),
+                    adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
                     starting_hash_key: range.starting_hash_key().parse().expect("a u128"),
                     ending_hash_key: range.ending_hash_key().parse().expect("a u128"),
                     closed: s
@@ -263,6 +266,46 @@ impl TestStream {
             self.name
         );
         children
+    }
+
+    /// Merges two adjacent open shards, waits until the stream is ACTIVE
+    /// again, and returns the merged child's id.
+    pub fn merge(&self, shard_id: &str, adjacent: &str) -> String {
+        self.rt
+            .block_on(
+                self.client
+                    .merge_shards()
+                    .stream_name(&self.name)
+                    .shard_to_merge(shard_id)
+                    .adjacent_shard_to_merge(adjacent)
+                    .send(),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MergeShards {shard_id} + {adjacent} of {}: {}",
+                    self.name,
+                    chain(&e)
+                )
+            });
+        self.wait_active();
+        let children: Vec<String> = self
+            .shards()
+            .into_iter()
+            .filter(|s| {
+                s.adjacent_parent.is_some()
+                    && [&s.parent, &s.adjacent_parent]
+                        .iter()
+                        .any(|p| p.as_deref() == Some(shard_id))
+            })
+            .map(|s| s.shard_id)
+            .collect();
+        assert_eq!(
+            children.len(),
+            1,
+            "after MergeShards {shard_id} + {adjacent}, ListShards of {} shows children {children:?}",
+            self.name
+        );
+        children.into_iter().next().unwrap_or_default()
     }
 }
 

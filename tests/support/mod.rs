@@ -25,6 +25,7 @@
 
 pub mod events;
 pub mod kinesis;
+pub mod leases;
 pub mod localstack;
 pub mod transitions;
 pub mod worker;
