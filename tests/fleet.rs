@@ -367,6 +367,12 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
              {last} {took:?} after the signal",
             signalled.elapsed()
         );
+        // Where the time went: the leaving worker's last log lines (drain,
+        // release) carry their timestamps.
+        let logs = fleet[1].worker.logs();
+        for l in logs.iter().rev().take(8).rev() {
+            eprintln!("failover: {leaving}: {} {}", l["timestamp"], l["fields"]["message"].as_str().or(l["message"].as_str()).unwrap_or_default());
+        }
         feeder.join().expect("the feeder thread");
         (took, status)
     });

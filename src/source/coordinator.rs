@@ -503,8 +503,12 @@ fn iterator_start(checkpoint: &LeaseCheckpoint, configured: StartPosition) -> It
     }
 }
 
-/// Leases for shards that have none. A closed shard any of whose children
-/// already has a lease was finished and cleaned up: it gets none. A child
+/// Leases for shards that have none. A closed shard any of whose
+/// descendants already has a lease was finished and cleaned up: it gets
+/// none. (Descendants, not only children: after a split and then a merge of
+/// the split's children, cleanup deletes the children's leases too, and the
+/// grandparent, still listed, must not get a new lease and be read again
+/// from the start.) A child
 /// of a shard in the stream starts at TRIM_HORIZON (its records continue
 /// its parent's); any other shard at the configured position.
 fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition) -> Vec<NewLease> {
@@ -514,12 +518,7 @@ fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition
     shards
         .iter()
         .filter(|s| !leased.contains(s.shard_id.as_str()))
-        .filter(|s| {
-            !(s.closed
-                && children
-                    .get(&s.shard_id)
-                    .is_some_and(|c| c.iter().any(|c| leased.contains(c.as_str()))))
-        })
+        .filter(|s| !(s.closed && has_leased_descendant(&s.shard_id, &children, &leased)))
         .map(|s| {
             let has_parent = s
                 .parents
@@ -545,6 +544,29 @@ fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition
             }
         })
         .collect()
+}
+
+/// Whether any shard descending from `shard` (children, their children, and
+/// so on) has a lease.
+fn has_leased_descendant(
+    shard: &str,
+    children: &HashMap<String, Vec<String>>,
+    leased: &HashSet<&str>,
+) -> bool {
+    let mut todo: Vec<&str> = vec![shard];
+    let mut visited: HashSet<&str> = HashSet::new();
+    while let Some(s) = todo.pop() {
+        if !visited.insert(s) {
+            continue;
+        }
+        for c in children.get(s).into_iter().flatten() {
+            if leased.contains(c.as_str()) {
+                return true;
+            }
+            todo.push(c);
+        }
+    }
+    false
 }
 
 fn children_by_parent(shards: &[ShardInfo]) -> HashMap<String, Vec<String>> {
@@ -646,6 +668,20 @@ mod tests {
     fn a_finished_and_deleted_parent_gets_no_new_lease() {
         let shards = vec![shard("s0", &[], true), shard("s1", &["s0"], false)];
         let leases = vec![lease("s1", Some("w"), 3, seq("5"))];
+        assert!(leases_to_create(&shards, &leases, StartPosition::TrimHorizon).is_empty());
+    }
+
+    #[test]
+    fn a_grandparent_gets_no_new_lease_once_its_children_are_cleaned_up() {
+        // s0 split into s1 and s2, which were merged into s3. Once s3
+        // started, s1 and s2 were deleted like s0 before them.
+        let shards = vec![
+            shard("s0", &[], true),
+            shard("s1", &["s0"], true),
+            shard("s2", &["s0"], true),
+            shard("s3", &["s1", "s2"], false),
+        ];
+        let leases = vec![lease("s3", Some("w"), 3, seq("5"))];
         assert!(leases_to_create(&shards, &leases, StartPosition::TrimHorizon).is_empty());
     }
 
