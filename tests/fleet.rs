@@ -52,12 +52,7 @@ struct Member {
     _state: tempfile::TempDir,
 }
 
-fn start(
-    stream: &TestStream,
-    table: &LeaseTable,
-    id: &str,
-    extra: &[(&str, &str)],
-) -> Member {
+fn start(stream: &TestStream, table: &LeaseTable, id: &str, extra: &[(&str, &str)]) -> Member {
     let state = tempfile::Builder::new()
         .prefix("bulkwatch-fleet-state-")
         .tempdir()
@@ -175,7 +170,9 @@ fn balanced(
         return Err(format!("{} leases, want {shards}", leases.len()));
     }
     let load = LeaseTable::load(leases);
-    let ok = load.keys().all(|o| o.as_deref().is_some_and(|o| ids.contains(&o)))
+    let ok = load
+        .keys()
+        .all(|o| o.as_deref().is_some_and(|o| ids.contains(&o)))
         && ids.iter().all(|id| {
             let n = load.get(&Some(id.to_string())).copied().unwrap_or(0);
             (min..=max).contains(&n)
@@ -223,9 +220,13 @@ fn three_workers_share_eight_shards_and_a_fourth_rebalances() {
         .collect();
     let ids: Vec<String> = fleet.iter().map(|m| m.id.clone()).collect();
     let ids3: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let took = wait_leases(&table, &mut fleet, "3 workers to share 8 shards", LIVENESS, |l| {
-        balanced(l, 8, &ids3, 2, 3)
-    });
+    let took = wait_leases(
+        &table,
+        &mut fleet,
+        "3 workers to share 8 shards",
+        LIVENESS,
+        |l| balanced(l, 8, &ids3, 2, 3),
+    );
     eprintln!("share: 3 workers hold 2 or 3 of 8 shards each {took:?} after start");
     // Balanced is stable: a worker below its share of 3 steals only from a
     // worker above it. Look again after a few renewals.
@@ -239,9 +240,13 @@ fn three_workers_share_eight_shards_and_a_fourth_rebalances() {
         fleet.push(start(&stream, &table, "d", SHORT));
         let ids: Vec<String> = fleet.iter().map(|m| m.id.clone()).collect();
         let ids4: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let took = wait_leases(&table, &mut fleet, "4 workers at 2 shards each", LIVENESS, |l| {
-            balanced(l, 8, &ids4, 2, 2)
-        });
+        let took = wait_leases(
+            &table,
+            &mut fleet,
+            "4 workers at 2 shards each",
+            LIVENESS,
+            |l| balanced(l, 8, &ids4, 2, 2),
+        );
         eprintln!("share: a 4th worker joined; 2 shards each {took:?} later");
         feeder.join().expect("the feeder thread");
     });
@@ -292,24 +297,32 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
     let phase2 = events::rounds(&jobs, 2..4);
     let phase3 = events::rounds(&jobs, 4..5);
     let want = events::expected(phase1.iter().chain(&phase2).chain(&phase3));
-    stream.put(&phase1);
 
+    // The records come once the fleet is balanced, so that every worker,
+    // the one to be killed too, is reading and checkpointing when it dies.
     let mut fleet: Vec<Member> = ["a", "b", "c"]
         .iter()
         .map(|id| start(&stream, &table, id, &[]))
         .collect();
     let ids: Vec<String> = fleet.iter().map(|m| m.id.clone()).collect();
     let ids3: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let took = wait_leases(&table, &mut fleet, "3 workers to share 8 shards", LIVENESS, |l| {
-        balanced(l, 8, &ids3, 2, 3)
-    });
+    let took = wait_leases(
+        &table,
+        &mut fleet,
+        "3 workers to share 8 shards",
+        LIVENESS,
+        |l| balanced(l, 8, &ids3, 2, 3),
+    );
     eprintln!("failover: 3 workers hold 2 or 3 of 8 shards each {took:?} after start");
 
     // kill -9 while records are coming.
     let (victim, live) = (ids[0].clone(), [ids[1].as_str(), ids[2].as_str()]);
     let kill_took = std::thread::scope(|scope| {
-        let feeder = scope.spawn(|| feed(&stream, &phase2));
-        std::thread::sleep(Duration::from_secs(1));
+        let feeder = scope.spawn(|| {
+            feed(&stream, &phase1);
+            feed(&stream, &phase2);
+        });
+        fleet[0].worker.wait_for(20, LIVENESS);
         let held: Vec<String> = table
             .leases()
             .into_values()
@@ -320,20 +333,26 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
         let killed_at = Instant::now();
         let status = fleet[0].worker.kill9();
         assert!(!status.success(), "kill -9 should end the worker: {status}");
-        wait_leases(&table, &mut fleet, "the killed worker's shards to be taken", LIVENESS, |l| {
-            let left: Vec<&String> = held
-                .iter()
-                .filter(|s| {
-                    l.get(*s)
-                        .is_none_or(|l| !l.owner.as_deref().is_some_and(|o| live.contains(&o)))
-                })
-                .collect();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?} not yet held by a live worker"))
-            }
-        });
+        wait_leases(
+            &table,
+            &mut fleet,
+            "the killed worker's shards to be taken",
+            LIVENESS,
+            |l| {
+                let left: Vec<&String> = held
+                    .iter()
+                    .filter(|s| {
+                        l.get(*s)
+                            .is_none_or(|l| !l.owner.as_deref().is_some_and(|o| live.contains(&o)))
+                    })
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?} not yet held by a live worker"))
+                }
+            },
+        );
         let took = killed_at.elapsed();
         eprintln!(
             "failover: kill -9 of {victim} (held {} shards): all taken after {took:?}",
@@ -346,9 +365,13 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
         kill_took <= KILL_BOUND,
         "the killed worker's shards were taken after {kill_took:?}; the issue allows {KILL_BOUND:?}"
     );
-    wait_leases(&table, &mut fleet, "2 workers at 4 shards each", LIVENESS, |l| {
-        balanced(l, 8, &live, 4, 4)
-    });
+    wait_leases(
+        &table,
+        &mut fleet,
+        "2 workers at 4 shards each",
+        LIVENESS,
+        |l| balanced(l, 8, &live, 4, 4),
+    );
 
     // SIGTERM one of the two left, again while records are coming.
     let (leaving, last) = (ids[1].clone(), ids[2].clone());
@@ -357,9 +380,17 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
         std::thread::sleep(Duration::from_secs(1));
         let signalled = Instant::now();
         fleet[1].worker.sigterm();
-        wait_leases(&table, &mut fleet, "the SIGTERMed worker's shards to be taken", LIVENESS, |l| {
-            balanced(l, 8, &[last.as_str()], 8, 8)
-        });
+        eprintln!(
+            "failover: SIGTERM to {leaving} at {}",
+            time::OffsetDateTime::now_utc()
+        );
+        wait_leases(
+            &table,
+            &mut fleet,
+            "the SIGTERMed worker's shards to be taken",
+            LIVENESS,
+            |l| balanced(l, 8, &[last.as_str()], 8, 8),
+        );
         let took = signalled.elapsed();
         let status = fleet[1].worker.wait_exit(EXIT_BOUND);
         eprintln!(
@@ -370,13 +401,24 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
         // Where the time went: the leaving worker's last log lines (drain,
         // release) carry their timestamps.
         let logs = fleet[1].worker.logs();
-        for l in logs.iter().rev().take(8).rev() {
-            eprintln!("failover: {leaving}: {} {}", l["timestamp"], l["fields"]["message"].as_str().or(l["message"].as_str()).unwrap_or_default());
+        for l in logs.iter().rev().take(14).rev() {
+            eprintln!(
+                "failover: {leaving}: {} {}",
+                l["timestamp"],
+                l["fields"]["message"]
+                    .as_str()
+                    .or(l["message"].as_str())
+                    .unwrap_or_default()
+            );
         }
         feeder.join().expect("the feeder thread");
         (took, status)
     });
-    assert_eq!(status.code(), Some(0), "{leaving}'s exit code after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{leaving}'s exit code after SIGTERM"
+    );
     assert!(
         term_took <= TERM_BOUND,
         "the SIGTERMed worker's shards were taken after {term_took:?}; the issue allows {TERM_BOUND:?}"
@@ -401,7 +443,11 @@ fn kill_9_and_sigterm_handoffs_with_default_timings() {
     );
     fleet[2].worker.sigterm();
     let status = fleet[2].worker.wait_exit(EXIT_BOUND);
-    assert_eq!(status.code(), Some(0), "the last worker's exit after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the last worker's exit after SIGTERM"
+    );
 }
 
 // Issue 5, proof 5 (short lease timings): 2 workers; a shard is split and
@@ -440,9 +486,13 @@ fn split_and_merge_under_load_with_two_workers() {
         .collect();
     let ids: Vec<String> = fleet.iter().map(|m| m.id.clone()).collect();
     let ids2: Vec<&str> = ids.iter().map(String::as_str).collect();
-    wait_leases(&table, &mut fleet, "2 workers at 1 shard each", LIVENESS, |l| {
-        balanced(l, 2, &ids2, 1, 1)
-    });
+    wait_leases(
+        &table,
+        &mut fleet,
+        "2 workers at 1 shard each",
+        LIVENESS,
+        |l| balanced(l, 2, &ids2, 1, 1),
+    );
 
     let (children, merged) = std::thread::scope(|scope| {
         let children = stream.split(&original);
@@ -502,30 +552,42 @@ fn split_and_merge_under_load_with_two_workers() {
     // children) reached SHARD_END and were deleted once their children
     // started; the merged shard's lease names both its parents.
     let parents: Vec<&String> = std::iter::once(&original).chain(&children).collect();
-    wait_leases(&table, &mut fleet, "finished parent leases to be cleaned up", LIVENESS, |l| {
-        let left: Vec<String> = parents
-            .iter()
-            .filter_map(|p| l.get(*p))
-            .map(|p| format!("{} ({:?})", p.shard_id, p.checkpoint))
-            .collect();
-        if !left.is_empty() {
-            return Err(format!("parent leases still there: {left:?}"));
-        }
-        match l.get(&merged) {
-            Some(m) if m.checkpoint.as_deref().is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit())) => {
-                let mut want: Vec<String> = children.clone();
-                want.sort();
-                let mut got = m.parents.clone();
-                got.sort();
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!("merged lease's parentShardId {got:?}, want {want:?}"))
-                }
+    wait_leases(
+        &table,
+        &mut fleet,
+        "finished parent leases to be cleaned up",
+        LIVENESS,
+        |l| {
+            let left: Vec<String> = parents
+                .iter()
+                .filter_map(|p| l.get(*p))
+                .map(|p| format!("{} ({:?})", p.shard_id, p.checkpoint))
+                .collect();
+            if !left.is_empty() {
+                return Err(format!("parent leases still there: {left:?}"));
             }
-            other => Err(format!("merged shard's lease not started: {other:?}")),
-        }
-    });
+            match l.get(&merged) {
+                Some(m)
+                    if m.checkpoint
+                        .as_deref()
+                        .is_some_and(|c| c.bytes().all(|b| b.is_ascii_digit())) =>
+                {
+                    let mut want: Vec<String> = children.clone();
+                    want.sort();
+                    let mut got = m.parents.clone();
+                    got.sort();
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "merged lease's parentShardId {got:?}, want {want:?}"
+                        ))
+                    }
+                }
+                other => Err(format!("merged shard's lease not started: {other:?}")),
+            }
+        },
+    );
     eprintln!(
         "reshard: {} events, {} transitions, {} lines, {} duplicates (per worker: {:?})",
         phase1.len() + phase2.len() + phase3.len(),
@@ -644,12 +706,21 @@ fn continues_from_a_kcl_2x_lease_table() {
                 return Err(format!("{shard} counter {} did not move on", lease.counter));
             }
             let typed = matches!(lease.raw.get("leaseCounter"), Some(AttributeValue::N(_)))
-                && matches!(lease.raw.get("checkpointSubSequenceNumber"), Some(AttributeValue::N(_)))
-                && matches!(lease.raw.get("ownerSwitchesSinceCheckpoint"), Some(AttributeValue::N(_)))
+                && matches!(
+                    lease.raw.get("checkpointSubSequenceNumber"),
+                    Some(AttributeValue::N(_))
+                )
+                && matches!(
+                    lease.raw.get("ownerSwitchesSinceCheckpoint"),
+                    Some(AttributeValue::N(_))
+                )
                 && matches!(lease.raw.get("checkpoint"), Some(AttributeValue::S(_)))
                 && !lease.raw.contains_key("parentShardId");
             if !typed {
-                return Err(format!("{shard} is no longer a KCL 2.x item: {:?}", lease.raw));
+                return Err(format!(
+                    "{shard} is no longer a KCL 2.x item: {:?}",
+                    lease.raw
+                ));
             }
         }
         Ok(())

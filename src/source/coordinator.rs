@@ -113,21 +113,37 @@ impl Coordinator {
         }
 
         // Readers watch child tokens of `shutdown`: each finishes its batch
-        // (delivered and checkpointed) and returns.
+        // (delivered and checkpointed) and returns. Each shard's lease is
+        // released as soon as its own reader is done, so one slow batch
+        // does not hold back the handoff of the other shards.
         while let Some(joined) = st.readers.join_next_with_id().await {
+            let shard = match &joined {
+                Ok((_, (shard, _))) => Some(shard.to_string()),
+                Err(e) => st.task_shard.get(&e.id()).cloned(),
+            };
             self.reader_finished(&mut st, joined).await;
-        }
-        for (shard, _) in self.store.held_leases() {
-            match self.store.release_lease(&shard).await {
-                Ok(()) => {
-                    tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard)
-                }
-                Err(e) => {
-                    tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e)
-                }
+            if let Some(shard) = shard
+                && self.store.held_leases().iter().any(|(s, _)| *s == shard)
+            {
+                self.release(&shard).await;
             }
         }
+        // Leases without a reader (children waiting for their parents).
+        for (shard, _) in self.store.held_leases() {
+            self.release(&shard).await;
+        }
         Ok(())
+    }
+
+    async fn release(&self, shard: &str) {
+        match self.store.release_lease(shard).await {
+            Ok(()) => {
+                tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard)
+            }
+            Err(e) => {
+                tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e)
+            }
+        }
     }
 
     /// Handles a reader's end. Returns true when its shard reached
@@ -735,10 +751,21 @@ mod tests {
             t0 + Duration::from_secs(5),
             FAILOVER,
         );
-        assert_eq!((ids(t), n), (vec!["s0".to_string()], 1), "one steal from the busier worker");
+        assert_eq!(
+            (ids(t), n),
+            (vec!["s0".to_string()], 1),
+            "one steal from the busier worker"
+        );
         // The loop wakes up when they expire, not a renew interval later.
         assert_eq!(
-            next_expiry(&leases, &none, "me", &seen, t0 + Duration::from_secs(5), FAILOVER),
+            next_expiry(
+                &leases,
+                &none,
+                "me",
+                &seen,
+                t0 + Duration::from_secs(5),
+                FAILOVER
+            ),
             Some(t0 + FAILOVER)
         );
         // After the failover time both are free: take both.

@@ -170,13 +170,19 @@ impl ShardReader {
             };
 
             let call_started = Instant::now();
-            let result = self
-                .client
-                .get_records()
-                .shard_iterator(&it)
-                .limit(self.poll.max_records)
-                .send()
-                .await;
+            // A GetRecords call in flight is abandoned on shutdown: nothing
+            // of it was processed, so the checkpoint stays where it was and
+            // the next owner reads those records. Waiting for a slow call
+            // would only delay the handoff of the lease.
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
+                r = self
+                    .client
+                    .get_records()
+                    .shard_iterator(&it)
+                    .limit(self.poll.max_records)
+                    .send() => r,
+            };
             // Kinesis allows 5 GetRecords calls/s per shard: pace from the
             // start of each call.
             next_call = call_started + self.poll.interval;
