@@ -62,9 +62,6 @@ fn start(stream: &TestStream, table: &LeaseTable, id: &str, extra: &[(&str, &str
         ("BULKWATCH_STORE__TYPE", "dynamodb"),
         ("BULKWATCH_STORE__TABLE", &table.name),
         ("BULKWATCH_STORE__WORKER_ID", &worker_id),
-        // Several workers on one host: the health endpoint's fixed port
-        // would collide.
-        ("BULKWATCH_OPS__LISTEN", "off"),
     ];
     env.extend_from_slice(extra);
     let worker = Worker::start_with(id, &stream.name, state.path(), &env);

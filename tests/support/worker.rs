@@ -28,6 +28,9 @@ const DEFAULT_ENV: &[(&str, &str)] = &[
     ("BULKWATCH_POLL__IDLE_INTERVAL", "300ms"),
     ("BULKWATCH_SHUTDOWN_GRACE", "10s"),
     ("BULKWATCH_LOG_LEVEL", "info"),
+    // Tests run workers in parallel on one host: the health endpoint's
+    // fixed default port would let only one of them start.
+    ("BULKWATCH_OPS__LISTEN", "off"),
 ];
 
 /// The binary under test: the one cargo built for this test run, unless
