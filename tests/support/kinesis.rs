@@ -59,14 +59,30 @@ impl TestStream {
             .expect("a tokio runtime for the test's Kinesis client");
         let client = client(env);
         let name = format!("bulkwatch-e2e-{tag}-{}", super::random_suffix());
-        rt.block_on(
-            client
-                .create_stream()
-                .stream_name(&name)
-                .shard_count(shards)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("CreateStream {name}: {}", chain(&e)));
+        // LocalStack enforces the account's shard limit (100), shared by
+        // every test and tool using it: wait for room (streams of finished
+        // tests are being deleted) rather than fail at once.
+        let deadline = Instant::now() + super::LIVENESS;
+        loop {
+            let created = rt.block_on(
+                client
+                    .create_stream()
+                    .stream_name(&name)
+                    .shard_count(shards)
+                    .send(),
+            );
+            match created {
+                Ok(_) => break,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_limit_exceeded_exception())
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => panic!("CreateStream {name}: {}", chain(&e)),
+            }
+        }
         let stream = TestStream { name, client, rt };
         stream.wait_active();
         stream
