@@ -10,9 +10,14 @@
 //!    `lease.failover_time` belongs to a dead worker;
 //! 3. takes unowned or expired leases until it holds its fair share
 //!    (active leases ÷ live workers, rounded up), or, when there are none
-//!    to take, steals one lease from the most loaded worker;
+//!    to take, steals one lease from the most loaded worker (a worker
+//!    that loses a race for a free lease tries the next one);
 //! 4. starts a reader for each held lease whose parents are finished, from
 //!    the lease's checkpoint.
+//!
+//! A cycle also runs at the moment another worker's lease would expire,
+//! so failover takes about `lease.failover_time` after the dead worker's
+//! last renewal was seen, not up to one renew interval more.
 //!
 //! Every `poll.shard_sync_interval` (and at once when a shard ends) it also
 //! lists the stream's shards and creates leases for new ones, which is how
@@ -79,6 +84,11 @@ struct State {
     running: HashMap<String, CancellationToken>,
     seen: HashMap<String, Seen>,
     last_shard_count: Option<usize>,
+    /// When the next lease held by another worker expires, if it does not
+    /// move before then. The loop runs a cycle at that instant rather than
+    /// up to one renew interval later, so a dead worker's shards are taken
+    /// about `failover_time` after its last renewal was seen.
+    next_expiry: Option<Instant>,
 }
 
 impl Coordinator {
@@ -104,6 +114,9 @@ impl Coordinator {
                     self.cycle(&mut st, &sink, &shutdown).await;
                 }
                 _ = renew.tick() => self.cycle(&mut st, &sink, &shutdown).await,
+                _ = sleep_until_some(st.next_expiry), if st.next_expiry.is_some() => {
+                    self.cycle(&mut st, &sink, &shutdown).await;
+                }
                 Some(joined) = st.readers.join_next_with_id(), if !st.readers.is_empty() => {
                     if self.reader_finished(&mut st, joined).await {
                         // Its children can start now: look at once rather
@@ -116,22 +129,38 @@ impl Coordinator {
         }
 
         // Readers watch child tokens of `shutdown`: each finishes its batch
-        // (delivered and checkpointed) and returns.
+        // (delivered and checkpointed) and returns. Each shard's lease is
+        // released as soon as its own reader is done, so one slow batch
+        // does not hold back the handoff of the other shards.
         while let Some(joined) = st.readers.join_next_with_id().await {
+            let shard = match &joined {
+                Ok((_, (shard, _))) => Some(shard.to_string()),
+                Err(e) => st.task_shard.get(&e.id()).cloned(),
+            };
             self.reader_finished(&mut st, joined).await;
-        }
-        for (shard, _) in self.store.held_leases() {
-            match self.store.release_lease(&shard).await {
-                Ok(()) => {
-                    tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard)
-                }
-                Err(e) => {
-                    tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e)
-                }
+            if let Some(shard) = shard
+                && self.store.held_leases().iter().any(|(s, _)| *s == shard)
+            {
+                self.release(&shard).await;
             }
+        }
+        // Leases without a reader (children waiting for their parents).
+        for (shard, _) in self.store.held_leases() {
+            self.release(&shard).await;
         }
         sink.leases_observed(LeaseView::default());
         Ok(())
+    }
+
+    async fn release(&self, shard: &str) {
+        match self.store.release_lease(shard).await {
+            Ok(()) => {
+                tracing::info!(message = "Lease released.", stream = %self.stream, shard = %shard)
+            }
+            Err(e) => {
+                tracing::warn!(message = "Could not release a lease; another worker will take it after the failover time.", stream = %self.stream, shard = %shard, error = %e)
+            }
+        }
     }
 
     /// Handles a reader's end. Returns true when its shard reached
@@ -254,7 +283,7 @@ impl Coordinator {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        let plan = plan_takes(
+        st.next_expiry = next_expiry(
             &leases,
             &held,
             self.store.worker_id(),
@@ -262,10 +291,26 @@ impl Coordinator {
             now,
             self.lease.failover_time,
         );
-        for lease in plan {
+        let (candidates, mut wanted) = plan_takes(
+            &leases,
+            &held,
+            self.store.worker_id(),
+            &st.seen,
+            now,
+            self.lease.failover_time,
+        );
+        // Workers that see the same free leases at the same moment (say,
+        // those a SIGTERMed worker released) race for them. One that loses
+        // a race goes on to the next candidate instead of waiting a whole
+        // renew interval, so every released lease is taken in one cycle.
+        for lease in candidates {
+            if wanted == 0 {
+                break;
+            }
             let stolen_from = lease.owner.clone().filter(|o| o != self.store.worker_id());
             match self.store.take_lease(lease).await {
                 Ok(_) => {
+                    wanted -= 1;
                     tracing::info!(message = "Lease taken.", stream = %self.stream, shard = %lease.shard_id, previous_owner = stolen_from.as_deref().unwrap_or("-"))
                 }
                 Err(StoreError::Conflict { .. }) => {
@@ -358,8 +403,38 @@ fn observe(seen: &mut HashMap<String, Seen>, leases: &[Lease], now: Instant) {
     }
 }
 
-/// The leases to take this cycle: unowned or expired ones up to our fair
-/// share, else one stolen from the most loaded worker.
+/// Sleeps until `at`; never returns when there is no instant (the select
+/// branch is disabled then anyway).
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The first future instant at which a lease of another worker, not
+/// moving meanwhile, becomes expired.
+fn next_expiry(
+    leases: &[Lease],
+    held: &HashSet<String>,
+    me: &str,
+    seen: &HashMap<String, Seen>,
+    now: Instant,
+    failover: Duration,
+) -> Option<Instant> {
+    leases
+        .iter()
+        .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd && !held.contains(&l.shard_id))
+        .filter(|l| l.owner.as_deref().is_some_and(|o| o != me))
+        .filter_map(|l| seen.get(&l.shard_id))
+        .map(|s| s.since + failover)
+        .filter(|at| *at > now)
+        .min()
+}
+
+/// The leases to try to take this cycle, in order, and how many of them to
+/// take: unowned or expired ones up to our fair share, else one stolen from
+/// the most loaded worker.
 fn plan_takes<'a>(
     leases: &'a [Lease],
     held: &HashSet<String>,
@@ -367,13 +442,13 @@ fn plan_takes<'a>(
     seen: &HashMap<String, Seen>,
     now: Instant,
     failover: Duration,
-) -> Vec<&'a Lease> {
+) -> (Vec<&'a Lease>, usize) {
     let active: Vec<&Lease> = leases
         .iter()
         .filter(|l| l.checkpoint != LeaseCheckpoint::ShardEnd)
         .collect();
     if active.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let available = |l: &Lease| takeable(l, held, me, seen, now, failover);
     let mut load: HashMap<&str, usize> = HashMap::new();
@@ -390,13 +465,15 @@ fn plan_takes<'a>(
     let target = active.len().div_ceil(load.len());
     let mine = load[me];
     if mine >= target {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let mut free: Vec<&Lease> = active.iter().copied().filter(|l| available(l)).collect();
-    // Parents first: their children cannot start before them anyway.
-    free.sort_by_key(|l| (!l.parent_shard_ids.is_empty(), l.shard_id.clone()));
+    // Parents first: their children cannot start before them anyway. Else
+    // in random order, as KCL shuffles expired leases: workers racing for
+    // the same free leases then mostly go for different ones.
+    free.sort_by_cached_key(|l| (!l.parent_shard_ids.is_empty(), rand::random::<u32>()));
     if !free.is_empty() {
-        return free.into_iter().take(target - mine).collect();
+        return (free, target - mine);
     }
     // Nothing free: steal one lease from the most loaded worker, if it holds
     // more than its share. One at a time, so the fleet converges without
@@ -406,18 +483,19 @@ fn plan_takes<'a>(
         .filter(|(o, _)| **o != me)
         .max_by_key(|(o, n)| (**n, *o))
     else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
     if most <= target {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
-    active
+    let steal: Vec<&Lease> = active
         .iter()
         .copied()
         .filter(|l| l.owner.as_deref() == Some(busiest))
         .min_by_key(|l| l.shard_id.clone())
         .into_iter()
-        .collect()
+        .collect();
+    (steal, 1)
 }
 
 /// Whether this worker may take the lease without stealing it: not held
@@ -500,8 +578,12 @@ fn iterator_start(checkpoint: &LeaseCheckpoint, configured: StartPosition) -> It
     }
 }
 
-/// Leases for shards that have none. A closed shard any of whose children
-/// already has a lease was finished and cleaned up: it gets none. A child
+/// Leases for shards that have none. A closed shard any of whose
+/// descendants already has a lease was finished and cleaned up: it gets
+/// none. (Descendants, not only children: after a split and then a merge of
+/// the split's children, cleanup deletes the children's leases too, and the
+/// grandparent, still listed, must not get a new lease and be read again
+/// from the start.) A child
 /// of a shard in the stream starts at TRIM_HORIZON (its records continue
 /// its parent's); any other shard at the configured position.
 fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition) -> Vec<NewLease> {
@@ -511,12 +593,7 @@ fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition
     shards
         .iter()
         .filter(|s| !leased.contains(s.shard_id.as_str()))
-        .filter(|s| {
-            !(s.closed
-                && children
-                    .get(&s.shard_id)
-                    .is_some_and(|c| c.iter().any(|c| leased.contains(c.as_str()))))
-        })
+        .filter(|s| !(s.closed && has_leased_descendant(&s.shard_id, &children, &leased)))
         .map(|s| {
             let has_parent = s
                 .parents
@@ -542,6 +619,29 @@ fn leases_to_create(shards: &[ShardInfo], leases: &[Lease], start: StartPosition
             }
         })
         .collect()
+}
+
+/// Whether any shard descending from `shard` (children, their children, and
+/// so on) has a lease.
+fn has_leased_descendant(
+    shard: &str,
+    children: &HashMap<String, Vec<String>>,
+    leased: &HashSet<&str>,
+) -> bool {
+    let mut todo: Vec<&str> = vec![shard];
+    let mut visited: HashSet<&str> = HashSet::new();
+    while let Some(s) = todo.pop() {
+        if !visited.insert(s) {
+            continue;
+        }
+        for c in children.get(s).into_iter().flatten() {
+            if leased.contains(c.as_str()) {
+                return true;
+            }
+            todo.push(c);
+        }
+    }
+    false
 }
 
 fn children_by_parent(shards: &[ShardInfo]) -> HashMap<String, Vec<String>> {
@@ -647,6 +747,20 @@ mod tests {
     }
 
     #[test]
+    fn a_grandparent_gets_no_new_lease_once_its_children_are_cleaned_up() {
+        // s0 split into s1 and s2, which were merged into s3. Once s3
+        // started, s1 and s2 were deleted like s0 before them.
+        let shards = vec![
+            shard("s0", &[], true),
+            shard("s1", &["s0"], true),
+            shard("s2", &["s0"], true),
+            shard("s3", &["s1", "s2"], false),
+        ];
+        let leases = vec![lease("s3", Some("w"), 3, seq("5"))];
+        assert!(leases_to_create(&shards, &leases, StartPosition::TrimHorizon).is_empty());
+    }
+
+    #[test]
     fn children_wait_for_every_parent() {
         let mut child = lease("s3", Some("me"), 1, LeaseCheckpoint::TrimHorizon);
         child.parent_shard_ids = vec!["s0".into(), "s1".into()];
@@ -671,8 +785,8 @@ mod tests {
         let now = Instant::now();
         observe(&mut seen, &leases, now);
         // Alone: take all 8.
-        let t = plan_takes(&leases, &HashSet::new(), "a", &seen, now, FAILOVER);
-        assert_eq!(t.len(), 8);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "a", &seen, now, FAILOVER);
+        assert_eq!((t.len(), n), (8, 8));
     }
 
     #[test]
@@ -688,7 +802,7 @@ mod tests {
         // Within the failover time the owner counts as live: its 2 leases
         // are its fair share of 2 workers (1 each)... so we steal nothing
         // yet either, as it holds 2 > 1: one steal.
-        let t = plan_takes(
+        let (t, n) = plan_takes(
             &leases,
             &none,
             "me",
@@ -696,11 +810,31 @@ mod tests {
             t0 + Duration::from_secs(5),
             FAILOVER,
         );
-        assert_eq!(ids(t), ["s0"], "one steal from the busier worker");
+        assert_eq!(
+            (ids(t), n),
+            (vec!["s0".to_string()], 1),
+            "one steal from the busier worker"
+        );
+        // The loop wakes up when they expire, not a renew interval later.
+        assert_eq!(
+            next_expiry(
+                &leases,
+                &none,
+                "me",
+                &seen,
+                t0 + Duration::from_secs(5),
+                FAILOVER
+            ),
+            Some(t0 + FAILOVER)
+        );
         // After the failover time both are free: take both.
         observe(&mut seen, &leases, t0 + FAILOVER);
-        let t = plan_takes(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER);
-        assert_eq!(t.len(), 2);
+        let (t, n) = plan_takes(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER);
+        assert_eq!((t.len(), n), (2, 2));
+        assert_eq!(
+            next_expiry(&leases, &none, "me", &seen, t0 + FAILOVER, FAILOVER),
+            None
+        );
     }
 
     #[test]
@@ -715,13 +849,13 @@ mod tests {
         let mut seen = HashMap::new();
         let now = Instant::now();
         observe(&mut seen, &leases, now);
-        let t = plan_takes(&leases, &HashSet::new(), "d", &seen, now, FAILOVER);
-        assert_eq!(t.len(), 1);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "d", &seen, now, FAILOVER);
+        assert_eq!((t.len(), n), (1, 1));
         assert!(["a", "b"].contains(&t[0].owner.as_deref().unwrap()));
         // c, at 2 = its share, steals nothing.
         let held: HashSet<String> = ["s6".to_string(), "s7".to_string()].into();
-        let t = plan_takes(&leases, &held, "c", &seen, now, FAILOVER);
-        assert!(t.is_empty());
+        let (t, n) = plan_takes(&leases, &held, "c", &seen, now, FAILOVER);
+        assert!(t.is_empty() && n == 0);
     }
 
     #[test]
@@ -730,8 +864,8 @@ mod tests {
         let mut seen = HashMap::new();
         let now = Instant::now();
         observe(&mut seen, &leases, now);
-        let t = plan_takes(&leases, &HashSet::new(), "embedded", &seen, now, FAILOVER);
-        assert_eq!(ids(t), ["s0"]);
+        let (t, n) = plan_takes(&leases, &HashSet::new(), "embedded", &seen, now, FAILOVER);
+        assert_eq!((ids(t), n), (vec!["s0".to_string()], 1));
     }
 
     #[test]

@@ -24,6 +24,8 @@ const PUT_BATCH: usize = 500;
 pub struct ShardInfo {
     pub shard_id: String,
     pub parent: Option<String>,
+    /// The second parent of a merged shard.
+    pub adjacent_parent: Option<String>,
     pub starting_hash_key: u128,
     pub ending_hash_key: u128,
     /// A closed shard (split or merged) has an ending sequence number.
@@ -57,14 +59,30 @@ impl TestStream {
             .expect("a tokio runtime for the test's Kinesis client");
         let client = client(env);
         let name = format!("bulkwatch-e2e-{tag}-{}", super::random_suffix());
-        rt.block_on(
-            client
-                .create_stream()
-                .stream_name(&name)
-                .shard_count(shards)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("CreateStream {name}: {}", chain(&e)));
+        // LocalStack enforces the account's shard limit (100), shared by
+        // every test and tool using it: wait for room (streams of finished
+        // tests are being deleted) rather than fail at once.
+        let deadline = Instant::now() + super::LIVENESS;
+        loop {
+            let created = rt.block_on(
+                client
+                    .create_stream()
+                    .stream_name(&name)
+                    .shard_count(shards)
+                    .send(),
+            );
+            match created {
+                Ok(_) => break,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_limit_exceeded_exception())
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => panic!("CreateStream {name}: {}", chain(&e)),
+            }
+        }
         let stream = TestStream { name, client, rt };
         stream.wait_active();
         stream
@@ -211,6 +229,7 @@ impl TestStream {
                 shards.push(ShardInfo {
                     shard_id: s.shard_id().to_owned(),
                     parent: s.parent_shard_id().map(str::to_owned),
+                    adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
                     starting_hash_key: range.starting_hash_key().parse().expect("a u128"),
                     ending_hash_key: range.ending_hash_key().parse().expect("a u128"),
                     closed: s
@@ -263,6 +282,46 @@ impl TestStream {
             self.name
         );
         children
+    }
+
+    /// Merges two adjacent open shards, waits until the stream is ACTIVE
+    /// again, and returns the merged child's id.
+    pub fn merge(&self, shard_id: &str, adjacent: &str) -> String {
+        self.rt
+            .block_on(
+                self.client
+                    .merge_shards()
+                    .stream_name(&self.name)
+                    .shard_to_merge(shard_id)
+                    .adjacent_shard_to_merge(adjacent)
+                    .send(),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "MergeShards {shard_id} + {adjacent} of {}: {}",
+                    self.name,
+                    chain(&e)
+                )
+            });
+        self.wait_active();
+        let children: Vec<String> = self
+            .shards()
+            .into_iter()
+            .filter(|s| {
+                s.adjacent_parent.is_some()
+                    && [&s.parent, &s.adjacent_parent]
+                        .iter()
+                        .any(|p| p.as_deref() == Some(shard_id))
+            })
+            .map(|s| s.shard_id)
+            .collect();
+        assert_eq!(
+            children.len(),
+            1,
+            "after MergeShards {shard_id} + {adjacent}, ListShards of {} shows children {children:?}",
+            self.name
+        );
+        children.into_iter().next().unwrap_or_default()
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub mod events;
 pub mod kinesis;
+pub mod leases;
 pub mod localstack;
 pub mod metrics;
 pub mod transitions;

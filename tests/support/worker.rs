@@ -240,6 +240,19 @@ impl Worker {
         self.partial.as_deref()
     }
 
+    /// Reads what stdout delivered so far, waiting up to `wait` for the
+    /// first line: for tests that watch several workers at once.
+    pub fn collect(&mut self, wait: Duration) {
+        if !self.stdout_closed {
+            self.receive(wait);
+        }
+    }
+
+    /// The process has exited (it is reaped if it has).
+    pub fn has_exited(&mut self) -> bool {
+        self.reap(Duration::ZERO).is_some()
+    }
+
     /// Takes what stdout delivered, waiting up to `wait` for the first line.
     fn receive(&mut self, wait: Duration) {
         match self.lines.recv_timeout(wait) {
