@@ -145,6 +145,26 @@ def server_pids() -> dict[str, int]:
     return found
 
 
+def server_settings() -> dict:
+    """The settings the running LocalStack was started with, read from its
+    own environment: bench/run's exports only apply when it is the one that
+    starts LocalStack, so the harness's environment would not tell."""
+    pid = server_pids().get("localstack")
+    out: dict = {"pid": pid}
+    if pid is None:
+        return out
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    except OSError as e:
+        out["error"] = str(e)
+        return out
+    for k in ("KINESIS_LATENCY", "KINESIS_SHARD_LIMIT", "KINESIS_MOCK_PROVIDER_ENGINE"):
+        v = env.get(k.encode())
+        out[k] = v.decode() if v is not None else None
+    return out
+
+
 class ServerCpu:
     """CPU the LocalStack processes spend between start() and stop()."""
 
@@ -668,12 +688,20 @@ def idle_run(prof: Profile, run_root: str, kinesis) -> dict:
         f"{prof.idle_seconds:.0f} s measured")
     delete_stream(kinesis, stream)
     try:
+        # The shard limit is per account: every open shard of every stream
+        # counts, so say plainly when the budget is short.
+        lim = kinesis.describe_limits()
+        free = lim["ShardLimit"] - lim["OpenShardCount"]
+        result["shard_limit"], result["open_shards_before"] = lim["ShardLimit"], lim["OpenShardCount"]
+        if free < shards:
+            raise RuntimeError(f"ShardLimit {lim['ShardLimit']} with {lim['OpenShardCount']} open leaves {free}")
         kinesis.create_stream(StreamName=stream, ShardCount=shards)
         wait_active(kinesis, stream)
     except Exception as e:  # noqa: BLE001 - report whatever LocalStack said
         result["error"] = (f"CreateStream with {shards} shards failed: {type(e).__name__}: {e}. "
-                           f"LocalStack's KINESIS_SHARD_LIMIT must be >= {shards}: "
-                           f"localstack/down, then KINESIS_SHARD_LIMIT={max(shards, 1000)} bench/run")
+                           f"LocalStack's KINESIS_SHARD_LIMIT must leave room for {shards} shards: "
+                           f"localstack/down, then KINESIS_SHARD_LIMIT={max(shards, 1000)} bench/run "
+                           f"(or --idle-shards N to measure fewer)")
         log("  " + result["error"])
         return result
     run_dir = os.path.join(run_root, stream)
@@ -761,12 +789,15 @@ def write_report(res: dict, path_base: str) -> None:
     L = [f"# bulkwatch benchmark: {res['profile']} run", "",
          f"- date (UTC): {res['started']}", f"- command: `{res['command']}`",
          f"- machine: {res['machine']}; load average at start {res.get('loadavg_at_start')}",
-         f"- versions: {', '.join(f'{k} {v}' for k, v in res['versions'].items())}", ""]
+         f"- versions: {', '.join(f'{k} {v}' for k, v in res['versions'].items())}",
+         f"- LocalStack as running (its own environment): "
+         f"{', '.join(f'{k}={v}' for k, v in res.get('localstack', {}).items() if k != 'pid')}", ""]
     if res.get("fills"):
-        L += ["## Streams", "", "| stream | shards | records | filled | fill s |", "|---|---:|---:|---|---:|"]
+        L += ["## Streams", "", "| stream | shards | records | filled | fill s | note |", "|---|---:|---:|---|---:|---|"]
         for f_ in res["fills"]:
             L.append(f"| {f_['stream']} | {f_['shards']} | {fmt(f_['records'])} | "
-                     f"{'reused' if f_.get('reused') else 'this run'} | {fmt(f_.get('fill_seconds'))} |")
+                     f"{'reused' if f_.get('reused') else 'this run'} | {fmt(f_.get('fill_seconds'))} | "
+                     f"{f_.get('note', '')} |")
         L.append("")
     if res.get("throughput"):
         L += ["## Throughput (read to completion from TRIM_HORIZON)", "",
@@ -846,7 +877,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores, {cpu_model}, "
                    f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
                    f"{platform.system()} {platform.release()}",
-        "localstack": {"KINESIS_LATENCY": os.environ.get("KINESIS_LATENCY", "0 (localstack/up default)")},
+        "localstack": server_settings(),
         "versions": {},
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
