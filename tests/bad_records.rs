@@ -37,7 +37,9 @@ struct Case {
 }
 
 fn corpus_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
 }
 
 /// Reads a corpus directory, checking that the manifest and the files
@@ -145,7 +147,11 @@ fn the_corpus_has_at_least_50_kinds_of_bad_record() {
     // attribute or field named.
     let kinds: std::collections::BTreeSet<&str> =
         cases.iter().map(|c| c.reason.as_deref().unwrap()).collect();
-    println!("{} bad records, {} distinct reasons", cases.len(), kinds.len());
+    println!(
+        "{} bad records, {} distinct reasons",
+        cases.len(),
+        kinds.len()
+    );
     assert!(cases.len() >= 50, "only {} bad records", cases.len());
     assert!(kinds.len() >= 50, "only {} distinct reasons", kinds.len());
 }

@@ -484,7 +484,7 @@ mod tests {
         let debug = format!("{config:?}");
         let json = serde_json::to_string(&config).unwrap();
         assert!(
-            debug.contains("webhook") && debug.contains("<redacted>"),
+            debug.contains("Webhook") && debug.contains("<redacted>"),
             "{debug}"
         );
         assert!(!debug.contains(SECRET), "{debug}");
