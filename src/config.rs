@@ -350,7 +350,7 @@ impl Config {
         // BULKWATCH_CONFIG names the file itself and is not a setting.
         let env = Env::prefixed("BULKWATCH_")
             .split("__")
-            .filter(|k| k.as_str() != "config");
+            .filter(|k| !k.as_str().eq_ignore_ascii_case("config"));
         fig = fig.merge(env).merge(Serialized::defaults(overrides));
         let config: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.validate()?;
@@ -530,6 +530,20 @@ mod tests {
             jail.set_env("BULKWATCH_POLL__MAX_RECORDS", "20000");
             let msg = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
             assert!(msg.contains("poll.max_records"), "{msg}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bulkwatch_config_names_the_file_and_is_not_a_setting() {
+        // The variable clap reads for --config shares the settings'
+        // prefix; it must not reach the (unknown-key-rejecting) settings.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "stream = \"s\"\n")?;
+            jail.set_env("BULKWATCH_CONFIG", "w.toml");
+            let c = Config::load(Some(Path::new("w.toml")), &NoOverrides {})
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.stream.as_deref(), Some("s"));
             Ok(())
         });
     }

@@ -21,11 +21,6 @@
 
 mod support;
 
-// Shared with tests/outputs.rs, which uses more of it.
-#[allow(dead_code)]
-#[path = "support/webhook_server.rs"]
-mod webhook_server;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -146,8 +141,9 @@ impl Scrape {
         Scrape::parse(&text)
     }
 
-    /// A small parser of the text format (0.0.4 / OpenMetrics as
-    /// prometheus-client writes it): `# TYPE name type` lines, and
+    /// A small parser of the Prometheus text format 0.0.4 (where a
+    /// counter's TYPE line names it with its `_total` suffix, unlike
+    /// OpenMetrics): `# TYPE name type` lines, and
     /// `name{k="v",...} value` samples. Panics on a line it cannot read,
     /// so a malformed exposition fails the test.
     fn parse(text: &str) -> Scrape {
@@ -312,7 +308,7 @@ mod endpoint {
         assert_eq!(live, 200, "{body}");
 
         let before = Scrape::of(addr);
-        assert_eq!(before.kind("bulkwatch_records_read"), "counter");
+        assert_eq!(before.kind("bulkwatch_records_read_total"), "counter");
         assert_eq!(before.kind("bulkwatch_leases_held"), "gauge");
         assert_eq!(before.sum("bulkwatch_leases_held", &[]), 2.0);
         assert_eq!(before.sum("bulkwatch_leases_active", &[]), 2.0);
@@ -509,8 +505,8 @@ mod endpoint {
 // ---------------------------------------------------------------- redaction
 
 mod redaction {
-    use super::webhook_server::WebhookServer;
     use super::*;
+    use crate::support::webhook_server::WebhookServer;
 
     const HOOK_SECRET: &str = "whsec-Zq8pL2vN4xR7tK1m";
     const AWS_SECRET: &str = "awsSecret/Kx93hQ0pLm7Vb2Nc5Rt8Wy1Zs4Df6Gh";
