@@ -361,7 +361,7 @@ def consumer_spec(name: str, stream: str, expect: int | None, run_dir: str,
         if expect is not None and not latency:
             argv += ["--expect", str(expect)]
         if latency:
-            argv += ["--emit"]
+            argv += ["--emit", "--follow"]
         return Spec(name, argv, env, exits_itself=not latency, line_is_transition=False,
                     emits_event_ids=latency, workdir=run_dir)
     if name == "lifion":

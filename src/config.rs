@@ -119,6 +119,12 @@ pub struct PollConfig {
     /// Records asked for per GetRecords call (Kinesis allows 1..=10000).
     /// Smaller batches bound the memory in flight per shard.
     pub max_records: i32,
+    /// GetRecords batches the whole worker fetches and processes at once,
+    /// across all its shards. Bounds the data in flight to about this many
+    /// times `max_records` records whatever the shard count, and keeps a
+    /// slow Kinesis endpoint from being asked for every shard's batch at
+    /// the same instant (see ARCHITECTURE.md, "Batches in flight").
+    pub max_batches_in_flight: usize,
     /// How often the shard list is refreshed to find new shards.
     #[serde(with = "humantime_serde")]
     pub shard_sync_interval: Duration,
@@ -130,6 +136,7 @@ impl Default for PollConfig {
             interval: Duration::from_millis(200),
             idle_interval: Duration::from_secs(1),
             max_records: 1000,
+            max_batches_in_flight: 8,
             shard_sync_interval: Duration::from_secs(10),
         }
     }
@@ -391,6 +398,11 @@ impl Config {
                 "`poll.max_records` is {}, but Kinesis allows 1 to 10000",
                 self.poll.max_records
             )));
+        }
+        if self.poll.max_batches_in_flight == 0 {
+            return Err(ConfigError(
+                "`poll.max_batches_in_flight` must be at least 1".into(),
+            ));
         }
         if self.poll.interval < Duration::from_millis(200) {
             return Err(ConfigError(format!(

@@ -20,7 +20,8 @@ GetRecords asks for Kinesis' default batch (no Limit, up to 10,000 records)
 unless --limit is given: what a sample that does not tune it would do.
 
 It exits 0 when --expect N records were read, or, without --expect, when every
-shard has answered an empty batch with MillisBehindLatest 0. It prints one JSON
+shard has answered an empty batch with MillisBehindLatest 0 (unless --follow:
+then it reads until killed). It prints one JSON
 summary line to stderr. With --emit it prints each record's event id on stdout
 as it is decoded (the latency run uses that).
 
@@ -149,7 +150,7 @@ class Consumer:
                 self.undecodable += bad
                 total = self.records
                 if (not records and resp.get("MillisBehindLatest") == 0
-                        and self.args.expect is None):
+                        and self.args.expect is None and not self.args.follow):
                     self.caught_up.add(shard_id)
                     if len(self.caught_up) == n_shards:
                         self.done.set()
@@ -184,6 +185,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=0.2,
                    help="least seconds between GetRecords calls on one shard (default 0.2)")
     p.add_argument("--emit", action="store_true", help="print each event id on stdout")
+    p.add_argument("--follow", action="store_true",
+                   help="keep reading when caught up (until killed), for the latency run")
     Consumer(p.parse_args()).run()
     os._exit(0)  # daemon threads may sit in a GetRecords call
 

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -76,9 +77,10 @@ struct Seen {
 }
 
 /// The loop's memory between cycles.
-#[derive(Default)]
 struct State {
     readers: JoinSet<(Arc<str>, ReaderExit)>,
+    /// The readers' shared batch slots (`poll.max_batches_in_flight`).
+    batch_slots: Arc<Semaphore>,
     task_shard: HashMap<tokio::task::Id, String>,
     /// Shard → the token that stops its reader.
     running: HashMap<String, CancellationToken>,
@@ -100,7 +102,15 @@ impl Coordinator {
         sink: Arc<dyn BatchSink>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let mut st = State::default();
+        let mut st = State {
+            readers: JoinSet::new(),
+            batch_slots: Arc::new(Semaphore::new(self.poll.max_batches_in_flight)),
+            task_shard: HashMap::new(),
+            running: HashMap::new(),
+            seen: HashMap::new(),
+            last_shard_count: None,
+            next_expiry: None,
+        };
         let mut renew = tokio::time::interval(self.lease.renew_interval);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sync = tokio::time::interval(self.poll.shard_sync_interval);
@@ -357,6 +367,7 @@ impl Coordinator {
                 stream: self.stream.clone(),
                 shard_id: Arc::from(shard.as_str()),
                 poll: self.poll.clone(),
+                batch_slots: st.batch_slots.clone(),
             };
             let id = reader.shard_id.clone();
             let (sink, t) = (sink.clone(), token.clone());

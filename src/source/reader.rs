@@ -5,7 +5,10 @@
 //! tracked, delivered and checkpointed) before the next GetRecords. That
 //! keeps each job's transitions in order, makes backpressure automatic (a
 //! slow output simply delays the next read) and bounds memory to one batch
-//! per shard.
+//! per shard. Across shards, a batch slot (`poll.max_batches_in_flight`,
+//! shared by every reader of the worker) is held from each GetRecords call
+//! until its batch is done, so the worker's data in flight does not grow
+//! with the number of shards it reads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +110,9 @@ pub struct ShardReader {
     pub stream: Arc<str>,
     pub shard_id: Arc<str>,
     pub poll: PollConfig,
+    /// Shared by every reader of the worker: one permit per GetRecords
+    /// batch being fetched or processed (`poll.max_batches_in_flight`).
+    pub batch_slots: Arc<Semaphore>,
 }
 
 impl ShardReader {
@@ -180,6 +187,17 @@ impl ShardReader {
                 }
             };
 
+            // A batch slot, held from the call until the batch is
+            // processed, so the data in flight stays bounded however many
+            // shards this worker reads. An empty poll gives it back at once.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
+                slot = self.batch_slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    // Never closed; if it were, reading unbounded is wrong.
+                    Err(_) => return ReaderExit::Stopped(Stop::ShuttingDown),
+                },
+            };
             let call_started = Instant::now();
             // A GetRecords call in flight is abandoned on shutdown: its
             // records have not reached the sink, so nothing is checkpointed
@@ -291,6 +309,7 @@ impl ShardReader {
             } else {
                 empty_polls = empty_polls.saturating_add(1);
             }
+            drop(slot);
 
             match next_iterator {
                 Some(next) => {

@@ -37,7 +37,7 @@ pub struct JobState {
     pub updated_at: OffsetDateTime,
     /// Set when the job becomes terminal (now + terminal TTL); stores drop
     /// the state after it.
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "rfc3339_option")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -109,5 +109,30 @@ impl JobState {
     /// The lifecycle rank of the job (`None`: only unknown statuses so far).
     pub fn rank(&self) -> Option<u8> {
         self.known_status.as_ref().and_then(JobStatus::rank)
+    }
+}
+
+/// `Option<OffsetDateTime>` as an RFC 3339 string or null, like
+/// `time::serde::rfc3339::option`, but read without `deserialize_any`
+/// (which `time`'s own reader uses): the embedded store keeps job state in
+/// postcard, which is not self-describing and cannot serve it.
+pub(crate) mod rfc3339_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    #[derive(Deserialize)]
+    struct Rfc3339(#[serde(with = "time::serde::rfc3339")] OffsetDateTime);
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<OffsetDateTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::option::serialize(value, serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Ok(Option::<Rfc3339>::deserialize(deserializer)?.map(|t| t.0))
     }
 }

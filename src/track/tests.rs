@@ -391,6 +391,11 @@ fn job_state_round_trips_through_serde() {
     let state = state.unwrap();
     let back: JobState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
     assert_eq!(back, state);
+    // The embedded store keeps job state in postcard, a format that is not
+    // self-describing: every serde impl on the way must not need one.
+    let bytes = postcard::to_stdvec(&state).unwrap();
+    let back: JobState = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, state);
 }
 
 // ---- the tracker ----

@@ -160,9 +160,9 @@ impl Transition {
 pub struct JobSnapshot {
     pub friendly_name: Option<String>,
     pub description: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "super::state::rfc3339_option")]
     pub created_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(with = "super::state::rfc3339_option")]
     pub completed_at: Option<OffsetDateTime>,
     pub thresholds: Option<Thresholds>,
     pub result: Option<JobResult>,
