@@ -172,7 +172,7 @@ impl Pipeline {
                 }
                 Decoded::Bad(err) => {
                     let reason = err.to_string();
-                    tracing::warn!(message = "Bad record sent to dead-letter.", reason = %reason, stream = %rec.origin.stream, shard = %rec.origin.shard_id, sequence_number = %rec.origin.sequence_number);
+                    tracing::warn!(message = "Bad record; writing it to dead-letter.", reason = %reason, stream = %rec.origin.stream, shard = %rec.origin.shard_id, sequence_number = %rec.origin.sequence_number);
                     let entry = DeadLetter {
                         reason,
                         payload: rec.data,

@@ -89,6 +89,12 @@ fn envelope(obj: &Map<String, Value>) -> Result<WireEnvelope<'_>, DecodeError> {
                 }
             }
             env.dataschema = attr_str(obj, "dataschema")?.map(|Text(s)| s.into_owned());
+            // Any shape is tolerated; only a string can be the seed's
+            // timestamp (see `envelope::resolve_time`).
+            env.datacontenttype = match obj.get("datacontenttype") {
+                Some(Value::String(s)) => Some(Text(Cow::Borrowed(s))),
+                _ => None,
+            };
             env.data = data(obj.get("data"), bulk_fields)?;
         }
         Some(SINK_TEST_TYPE) => {

@@ -79,7 +79,11 @@ fn classify_inner(
             let Some(data) = with_data(env.data, bulk_data)? else {
                 return Ok(None);
             };
-            let (time, time_source) = resolve_time(time, &data, arrival);
+            let quirk_time = env
+                .datacontenttype
+                .as_ref()
+                .and_then(|Text(t)| parse_timestamp(t));
+            let (time, time_source) = resolve_time(time, quirk_time, &data, arrival);
             Ok(Some(Decoded::Job(BulkJobEvent {
                 id: id.into_owned(),
                 source: source.into_owned(),
@@ -152,6 +156,23 @@ fn bulk_data(w: WireBulkData<'_>) -> Result<BulkJobData, DecodeError> {
     if job_sid.is_empty() {
         return Err(DecodeError::EmptyField("data.job_sid"));
     }
+    // The sid becomes a store key, a log field and part of the transition
+    // id: refuse what no Twilio sid can be rather than store it.
+    if job_sid.len() > super::limits::MAX_JOB_SID_BYTES {
+        return Err(DecodeError::BadJobSid(format!(
+            "{} bytes long, more than {}",
+            job_sid.len(),
+            super::limits::MAX_JOB_SID_BYTES
+        )));
+    }
+    if let Some(c) = job_sid
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(DecodeError::BadJobSid(format!(
+            "contains {c:?}, a control or white-space character"
+        )));
+    }
     let status = match w.status {
         None => return Err(DecodeError::MissingField("data.status")),
         Some(Text(s)) if s.is_empty() => return Err(DecodeError::EmptyField("data.status")),
@@ -196,30 +217,46 @@ fn timestamp_field(
 
 /// The event's time, in this order:
 /// 1. the envelope's `time`;
-/// 2. the job's own timestamp: `completed_at` when the status is terminal
-///    (the moment it finished), else `created_at`; a terminal event without
-///    `completed_at` also falls back to `created_at`. A non-terminal event
-///    never uses `completed_at`, which cannot describe it;
-/// 3. the record's ApproximateArrivalTimestamp;
-/// 4. the decoder's clock.
+/// 2. `datacontenttype`, when it holds a timestamp rather than a media type:
+///    the seed's doc puts the event's time there and has no `time`, and an
+///    event written from that template says when it happened nowhere else;
+/// 3. the job's own timestamp, where it describes this event:
+///    `completed_at` for a terminal status (the moment it finished) and
+///    `created_at` for CREATED (the moment it was created);
+/// 4. the record's ApproximateArrivalTimestamp: for the statuses in between
+///    (QUEUED, IN_PROGRESS, ...), the job's timestamps tell when the job
+///    started, not when this event happened, and using them would put a
+///    later event before an earlier one;
+/// 5. the job's `created_at` for any status (no arrival time: `bulkwatch
+///    decode`), a lower bound of the event's time;
+/// 6. the decoder's clock.
 pub(super) fn resolve_time(
     time: Option<OffsetDateTime>,
+    quirk_time: Option<OffsetDateTime>,
     data: &BulkJobData,
     arrival: Option<OffsetDateTime>,
 ) -> (OffsetDateTime, TimeSource) {
     if let Some(t) = time {
         return (t, TimeSource::Event);
     }
+    if let Some(t) = quirk_time {
+        return (t, TimeSource::DataContentType);
+    }
     if data.status.is_terminal() {
         if let Some(t) = data.completed_at {
             return (t, TimeSource::CompletedAt);
         }
     }
-    if let Some(t) = data.created_at {
-        return (t, TimeSource::CreatedAt);
+    if data.status == crate::track::JobStatus::Created {
+        if let Some(t) = data.created_at {
+            return (t, TimeSource::CreatedAt);
+        }
     }
     if let Some(t) = arrival {
         return (t.to_offset(time::UtcOffset::UTC), TimeSource::Arrival);
+    }
+    if let Some(t) = data.created_at {
+        return (t, TimeSource::CreatedAt);
     }
     (OffsetDateTime::now_utc(), TimeSource::Now)
 }

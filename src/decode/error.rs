@@ -46,6 +46,8 @@ pub enum DecodeError {
     EmptyField(&'static str),
     #[error("invalid timestamp in field `{field}`: {value:?}")]
     BadTimestamp { field: &'static str, value: String },
+    #[error("invalid field `data.job_sid`: {0}")]
+    BadJobSid(String),
     /// A JSON object the typed parser rejects for a reason the checks above
     /// do not name (for instance a duplicate key); serde_json's message.
     #[error("invalid event: {0}")]
@@ -72,6 +74,7 @@ impl DecodeError {
             DecodeError::WrongFieldType { .. } => "wrong_field_type",
             DecodeError::EmptyField(_) => "empty_field",
             DecodeError::BadTimestamp { .. } => "bad_timestamp",
+            DecodeError::BadJobSid(_) => "bad_job_sid",
             DecodeError::Invalid(_) => "invalid",
         }
     }

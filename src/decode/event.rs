@@ -50,6 +50,9 @@ pub enum TimeSource {
     Arrival,
     /// The decoder's clock: nothing else was available.
     Now,
+    /// A timestamp found in `datacontenttype` (the seed doc's quirk).
+    #[serde(rename = "datacontenttype")]
+    DataContentType,
 }
 
 impl TimeSource {
@@ -60,6 +63,7 @@ impl TimeSource {
             TimeSource::CreatedAt => "created_at",
             TimeSource::Arrival => "arrival",
             TimeSource::Now => "now",
+            TimeSource::DataContentType => "datacontenttype",
         }
     }
 }

@@ -16,6 +16,13 @@ pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Maximum nesting of arrays and objects, the envelope object counting 1.
 pub const MAX_DEPTH: usize = 32;
 
+/// The longest `data.job_sid` accepted, in bytes. Twilio's SIDs are 34
+/// characters ("JW" and 32 hex digits); the margin allows for a change of
+/// format, while a sid of kilobytes is garbage that would otherwise become
+/// a key in the job store (DynamoDB allows 2,048 bytes) and live there
+/// forever.
+pub const MAX_JOB_SID_BYTES: usize = 128;
+
 /// Fails if `json`, found `outer` levels deep inside another document
 /// (0 for a whole record), nests arrays/objects deeper than `limit` in all.
 ///

@@ -19,15 +19,18 @@
 //!
 //! - CloudEvents 1.0: `id`, `source`, `specversion` ("1.0", or any 1.x) and
 //!   `type` are required non-empty strings.
-//! - `datacontenttype` is ignored: the seed's doc puts a timestamp in it,
-//!   and the shape of `data` (an object, or a string holding a JSON object)
-//!   tells us how to read it anyway.
+//! - `datacontenttype` is never a reason to refuse a record, whatever its
+//!   shape: the shape of `data` (an object, or a string holding a JSON
+//!   object) tells us how to read it. The seed's doc puts the event's
+//!   timestamp in it; a string that parses as one is used as the event's
+//!   time when `time` is missing.
 //! - Bulk-job `data` (Lookup.BulkEvent/1 and /2; other dataschemas are read
 //!   the same way): `job_sid` and `status` required; every other field may
 //!   be absent or null; unknown fields are ignored; counts are 64-bit
 //!   integers; `thresholds.error` is a number; dates are RFC 3339/ISO 8601.
 //! - `time` is optional; see [`envelope::resolve_time`] for the fallback
-//!   order (event `time` → the job's own dates → arrival → now).
+//!   order (event `time` → a timestamp in `datacontenttype` → the job's own
+//!   date where it describes the event → arrival → `created_at` → now).
 //! - Sink test events need `data.test_id`; other types need only the
 //!   required attributes and are passed over.
 

@@ -110,11 +110,13 @@ fn the_seed_decodes_as_a_bulk_job_event() {
         e.data.completed_at,
         Some(datetime!(2025-01-01 00:01:00 UTC))
     );
-    // No `time`, non-terminal status: the job's created_at. The timestamp in
-    // `datacontenttype` is not used.
+    // No `time`: the timestamp the doc's template put in `datacontenttype`.
     assert_eq!(
         (e.time, e.time_source),
-        (datetime!(2025-01-01 00:00:00 UTC), TimeSource::CreatedAt)
+        (
+            datetime!(2025-10-08 07:17:02.363 UTC),
+            TimeSource::DataContentType
+        )
     );
     assert_eq!(decode(SEED.as_bytes(), None).class(), RecordClass::Job);
 }
@@ -139,13 +141,51 @@ fn envelope_time_wins_and_is_normalized_to_utc() {
 
 #[test]
 fn time_fallback_order() {
+    // A media type in `datacontenttype`, as real events carry: not a time.
+    let seed = || {
+        with(
+            super::tests::seed(),
+            "/datacontenttype",
+            Some(json!("application/json")),
+        )
+    };
+    // CREATED: created_at, the moment it happened.
+    assert_eq!(job(&seed()).time_source, TimeSource::CreatedAt);
+    // In between: created_at says when the job began, not this event, so the
+    // arrival time comes first; without one, created_at is the lower bound.
+    let v = with(seed(), "/data/status", Some(json!("IN_PROGRESS")));
+    assert_eq!(
+        (job(&v).time, job(&v).time_source),
+        (ARRIVAL, TimeSource::Arrival)
+    );
+    let Decoded::Job(e) = decode(v.to_string().as_bytes(), None) else {
+        panic!()
+    };
+    assert_eq!(
+        (e.time, e.time_source),
+        (datetime!(2025-01-01 00:00:00 UTC), TimeSource::CreatedAt)
+    );
+    // A non-timestamp `datacontenttype` is never a time, whatever its shape.
+    for dct in [
+        json!("text/plain"),
+        json!(5),
+        json!({"t": "2025-01-01T00:00:00Z"}),
+    ] {
+        let v = with(v.clone(), "/datacontenttype", Some(dct));
+        assert_eq!(job(&v).time_source, TimeSource::Arrival);
+    }
     // Terminal: completed_at.
     let v = with(seed(), "/data/status", Some(json!("COMPLETED")));
     assert_eq!(job(&v).time_source, TimeSource::CompletedAt);
     assert_eq!(job(&v).time, datetime!(2025-01-01 00:01:00 UTC));
-    // Terminal without completed_at: created_at.
+    // Terminal without completed_at: created_at does not describe it either,
+    // so the arrival time, and created_at only without one.
     let v = with(v, "/data/completed_at", Some(Value::Null));
-    assert_eq!(job(&v).time_source, TimeSource::CreatedAt);
+    assert_eq!(job(&v).time_source, TimeSource::Arrival);
+    let Decoded::Job(e) = decode(v.to_string().as_bytes(), None) else {
+        panic!()
+    };
+    assert_eq!(e.time_source, TimeSource::CreatedAt);
     // No job dates: the arrival timestamp.
     let v = with(v, "/data/created_at", None);
     assert_eq!(
@@ -163,7 +203,8 @@ fn time_fallback_order() {
 
 #[test]
 fn a_non_terminal_event_never_takes_completed_at() {
-    let v = with(seed(), "/data/status", Some(json!("PROCESSING")));
+    let v = with(seed(), "/datacontenttype", None);
+    let v = with(v, "/data/status", Some(json!("PROCESSING")));
     let v = with(v, "/data/created_at", None);
     assert_eq!(job(&v).time_source, TimeSource::Arrival);
 }

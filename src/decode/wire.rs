@@ -40,9 +40,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-/// The CloudEvent envelope. Unknown attributes (and `datacontenttype`,
-/// which the seed's doc fills with a timestamp) are ignored: the shape of
-/// `data` decides how it is read, not its declared content type.
+/// The CloudEvent envelope. Unknown attributes are ignored. So is
+/// `datacontenttype` as a media type: the shape of `data` decides how it is
+/// read, not its declared content type. It is kept only when it is a
+/// string, because the seed's doc fills it with a timestamp (the event's
+/// time, by every sign), which `envelope::resolve_time` may use.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct WireEnvelope<'a> {
     #[serde(borrow)]
@@ -55,9 +57,73 @@ pub(super) struct WireEnvelope<'a> {
     pub ty: Option<Text<'a>>,
     #[serde(borrow)]
     pub time: Option<Text<'a>>,
+    /// A string, or `None` for any other shape (never an error).
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
+    pub datacontenttype: Option<Text<'a>>,
     pub dataschema: Option<String>,
     #[serde(borrow)]
     pub data: Option<WireData<'a>>,
+}
+
+/// A string as [`Text`]; any other JSON value (number, object, ...) is
+/// consumed and read as `None`. For attributes whose shape must never make
+/// a record bad.
+fn lenient_text<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Option<Text<'a>>, D::Error> {
+    struct V<'a>(PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+        type Value = Option<Text<'a>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Text(Cow::Borrowed(v))))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Text(Cow::Owned(v.to_owned()))))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Text(Cow::Owned(v))))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: de::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V(PhantomData))
 }
 
 /// `data` as found: an object, a JSON-encoded string, or something else

@@ -727,7 +727,10 @@ fn the_documented_example_is_what_bulkwatch_emits() {
     let end = start + doc[start..].find("```").unwrap();
     let documented: serde_json::Value = serde_json::from_str(&doc[start..end]).unwrap();
 
-    let completed = crate::decode::tests::SEED.replace("\"CREATED\"", "\"COMPLETED\"");
+    // As real events carry it: a media type in `datacontenttype`.
+    let completed = crate::decode::tests::SEED
+        .replace("\"CREATED\"", "\"COMPLETED\"")
+        .replace("\"2025-10-08T07:17:02.363Z\"", "\"application/json\"");
     let arrival = datetime!(2025-01-01 00:01:02.5 UTC);
     let crate::decode::Decoded::Job(event) =
         crate::decode::decode(completed.as_bytes(), Some(arrival))

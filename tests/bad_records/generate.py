@@ -363,6 +363,10 @@ add(
     f"wrong type for attribute `data`: expected {DATA_EXPECTED}, found array",
 )
 
+add("job-sid-too-long", seed_with("/data/job_sid", "JW" + "0" * 200), "invalid field `data.job_sid`: 202 bytes long, more than 128")
+add("job-sid-nul", seed_with("/data/job_sid", "JWnul\u0000x"), "invalid field `data.job_sid`: contains '\\0', a control or white-space character")
+add("job-sid-space", seed_with("/data/job_sid", "JW 1"), "invalid field `data.job_sid`: contains ' ', a control or white-space character")
+
 # --- odd but good ---------------------------------------------------------------
 odd = []  # (name, bytes, class)
 
