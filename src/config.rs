@@ -240,10 +240,12 @@ pub struct OpsConfig {
     /// and `/metrics`, or `off`. All interfaces by default, so Prometheus
     /// (and ECS's awsvpc networking) can reach it; it serves no secret.
     pub listen: String,
-    /// Liveness fails when readers run but no stage has shown progress
-    /// (a poll, a batch step, a delivery attempt) for this long. Well above
-    /// the longest legitimate quiet spell: an AWS call's operation timeout
-    /// (30 s) or an output's backoff (up to 2 × 30 s).
+    /// Liveness fails when a loop (a shard's reader and pipeline, an
+    /// output, the dead-letter task) is this far past the time it promised
+    /// its next sign of life. Waits of known length (backoff, Retry-After)
+    /// and waits for another loop (a down output) do not count, so this
+    /// only has to cover a step that promises nothing, such as an AWS call
+    /// within its operation timeout (30 s).
     #[serde(with = "humantime_serde")]
     pub live_stall: Duration,
     /// Readiness trusts a Kinesis or store success this recent; older, it

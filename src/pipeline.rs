@@ -58,7 +58,9 @@ impl Pipeline {
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let mut attempt = 0u32;
+        let shard = at.1;
         loop {
+            self.metrics.shard_beat(shard);
             match f().await {
                 Ok(v) => {
                     self.metrics.store_ok();
@@ -75,6 +77,7 @@ impl Pipeline {
                     );
                     let (stream, shard, sequence_number) = at;
                     tracing::warn!(message = "Store call failed; retrying.", operation = what, stream, shard, sequence_number, error = %e, attempt, retry_in_ms = wait.as_millis() as u64);
+                    self.metrics.shard_expect(shard, wait);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shutdown.cancelled() => return Err(Stop::ShuttingDown),
@@ -127,7 +130,13 @@ impl BatchSink for Pipeline {
                 records,
                 millis_behind,
             } => self.metrics.polled(shard_id, records, millis_behind),
-            ReaderEvent::Failed { operation } => self.metrics.kinesis_error(operation),
+            ReaderEvent::Failed { operation } => {
+                self.metrics.kinesis_error(operation);
+                self.metrics.shard_beat(shard_id);
+            }
+            ReaderEvent::Pausing { wait } => self.metrics.shard_expect(shard_id, wait),
+            ReaderEvent::WaitingForSlot => self.metrics.shard_park(shard_id),
+            ReaderEvent::Polling => self.metrics.shard_beat(shard_id),
             ReaderEvent::Stopped => self.metrics.reader_stopped(shard_id),
         }
     }
@@ -181,10 +190,12 @@ impl Pipeline {
                         transition: None,
                         response: None,
                     };
-                    self.outputs
-                        .dead_letter(entry)
-                        .await
-                        .map_err(|_| Stop::ShuttingDown)?;
+                    // Waiting on the dead-letter task, which answers for its
+                    // own liveness (it may be retrying a down destination).
+                    self.metrics.shard_park(shard_id);
+                    let written = self.outputs.dead_letter(entry).await;
+                    self.metrics.shard_beat(shard_id);
+                    written.map_err(|_| Stop::ShuttingDown)?;
                 }
             }
         }
@@ -211,10 +222,13 @@ impl Pipeline {
                 }
             }
             if !transitions.is_empty() {
-                self.outputs
-                    .deliver(transitions.into())
-                    .await
-                    .map_err(|_| Stop::ShuttingDown)?;
+                // Waiting on the outputs (a slow or down one, backpressure):
+                // each output task answers for its own liveness, so this
+                // pipeline is not stalled however long it waits.
+                self.metrics.shard_park(shard_id);
+                let delivered = self.outputs.deliver(transitions.into()).await;
+                self.metrics.shard_beat(shard_id);
+                delivered.map_err(|_| Stop::ShuttingDown)?;
             }
         }
 

@@ -493,12 +493,198 @@ mod endpoint {
             elapsed < grace + Duration::from_secs(5),
             "exit took {elapsed:?}, grace is {grace:?}"
         );
-        assert!(
-            worker.logs().iter().any(|l| l["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("grace period ran out"))),
-            "no log line says the grace period ran out"
+        let ran_out = worker
+            .logs()
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("grace period ran out"))
+            })
+            .count();
+        assert_eq!(ran_out, 1, "one log line says the grace period ran out");
+    }
+}
+
+// ----------------------------------------------------------------- liveness
+
+mod liveness {
+    use super::*;
+    use crate::support::webhook_server::WebhookServer;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the webhook receiver")
+    }
+
+    fn webhook_config(dir: &Path, url: &str, extra: &str) -> std::path::PathBuf {
+        let path = dir.join("bulkwatch.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[output]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"k\"\n{extra}"
+            ),
+        )
+        .expect("writing the config");
+        path
+    }
+
+    /// A webhook that answers 429 with a Retry-After longer than
+    /// `ops.live_stall`: the worker is waiting as asked, which is alive. A
+    /// failing liveness would have ECS restart a healthy task, which would
+    /// then hit the webhook again at once. Readiness reports the degraded
+    /// delivery instead.
+    #[test]
+    fn retry_after_longer_than_live_stall_stays_live() {
+        let env = localstack::require();
+        let rt = runtime();
+        let server = rt.block_on(WebhookServer::start(
+            "k",
+            Box::new(|_| (429, "slow down".into())),
+        ));
+        server.add_header("Retry-After", "8");
+        let stream = TestStream::create(env, "ops-retry-after", 1);
+        let state = state_dir();
+        let config = webhook_config(state.path(), &server.url(), "");
+        let mut worker = Worker::start_with(
+            "worker",
+            &stream.name,
+            state.path(),
+            &[
+                LISTEN,
+                ("BULKWATCH_CONFIG", config.to_str().expect("utf-8 path")),
+                ("BULKWATCH_OPS__LIVE_STALL", "2s"),
+                ("BULKWATCH_OPS__READY_WINDOW", "2s"),
+            ],
         );
+        let addr = endpoint(&worker);
+        wait_health(addr, "ready", 200, "started");
+        stream.put(&events::all_events(&events::jobs(2)));
+        let deadline = Instant::now() + LIVENESS;
+        while server.received().is_empty() {
+            assert!(Instant::now() < deadline, "the webhook was never called");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let first = Instant::now();
+        // Well past live_stall, within the Retry-After.
+        while first.elapsed() < Duration::from_secs(6) {
+            let (code, body) = health(addr, "live");
+            assert_eq!(
+                code,
+                200,
+                "liveness failed {:?} into an 8 s Retry-After (live_stall 2 s): {body}",
+                first.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        // The Retry-After was honoured: a transition's attempts are 8 s
+        // apart (not the 200 ms of the default backoff).
+        let mut by_id: BTreeMap<String, Vec<std::time::SystemTime>> = BTreeMap::new();
+        for r in server.received() {
+            by_id
+                .entry(r.headers["idempotency-key"].clone())
+                .or_default()
+                .push(r.at);
+        }
+        for (id, times) in &by_id {
+            for w in times.windows(2) {
+                let gap = w[1].duration_since(w[0]).unwrap_or_default();
+                assert!(
+                    gap >= Duration::from_secs(7),
+                    "{id}: attempts {gap:?} apart, Retry-After is 8 s"
+                );
+            }
+        }
+        let not_ready = wait_health(addr, "ready", 503, "an output failing past ready_window");
+        assert_eq!(not_ready["checks"]["delivery"]["ok"], false, "{not_ready}");
+        let m = Scrape::of(addr);
+        assert_eq!(
+            m.sum(
+                "bulkwatch_heartbeat_overdue_seconds",
+                &[("stage", "output"), ("name", "hook")]
+            ),
+            0.0,
+            "{}",
+            m.text
+        );
+        eprintln!("liveness: ready while waiting out a Retry-After: {not_ready}");
+        worker.sigterm();
+        let status = worker.wait_exit(LIVENESS);
+        assert!(status.code().is_some(), "exit: {status}");
+    }
+
+    /// After `shutdown_grace` runs out, an output finishes the requests in
+    /// flight and starts no new one, and the worker says so once.
+    #[test]
+    fn slow_webhook_starts_no_request_after_the_grace_ran_out() {
+        let env = localstack::require();
+        let rt = runtime();
+        let server = rt.block_on(WebhookServer::start("k", Box::new(|_| (200, "ok".into()))));
+        server.set_delay(Duration::from_millis(800));
+        let stream = TestStream::create(env, "ops-slow-drain", 1);
+        let state = state_dir();
+        let config = webhook_config(state.path(), &server.url(), "concurrency = 4\n");
+        let mut worker = Worker::start_with(
+            "worker",
+            &stream.name,
+            state.path(),
+            &[
+                LISTEN,
+                ("BULKWATCH_CONFIG", config.to_str().expect("utf-8 path")),
+                ("BULKWATCH_SHUTDOWN_GRACE", "2s"),
+            ],
+        );
+        let addr = endpoint(&worker);
+        wait_health(addr, "ready", 200, "started");
+        // 60 jobs' first event: one batch of 60 transitions for 60 jobs,
+        // one wave of requests, 4 at a time, 0.8 s each: ~12 s of work.
+        stream.put(&events::rounds(&events::jobs(60), 0..1));
+        let deadline = Instant::now() + LIVENESS;
+        while server.received().len() < 4 {
+            assert!(Instant::now() < deadline, "the webhook was never called");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        worker.sigterm();
+        let status = worker.wait_exit(LIVENESS);
+        assert_eq!(status.code(), Some(1), "the drain could not finish: exit 1");
+
+        let logs = worker.logs();
+        let ran_out: Vec<&Value> = logs
+            .iter()
+            .filter(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("grace period ran out"))
+            })
+            .collect();
+        assert_eq!(ran_out.len(), 1, "one warning: {ran_out:?}");
+        let warned = time::OffsetDateTime::parse(
+            ran_out[0]["timestamp"].as_str().expect("a timestamp"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("an RFC 3339 timestamp");
+        let warned = std::time::SystemTime::from(warned);
+        let got = server.received();
+        // Slack for a request already on the wire when the grace ran out.
+        let late: Vec<_> = got
+            .iter()
+            .filter(|r| r.at > warned + Duration::from_millis(300))
+            .collect();
+        eprintln!(
+            "liveness: {} requests in all, {} after the grace ran out",
+            got.len(),
+            late.len()
+        );
+        assert!(
+            late.is_empty(),
+            "{} webhook requests started after the grace ran out (of {})",
+            late.len(),
+            got.len()
+        );
+        assert!(got.len() < 60, "the drain was cut short: {}", got.len());
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `sqs_*`, `sns_*`, `eventbridge_*`: against LocalStack. They FAIL (never
 //!   skip) when it is not running, saying how to start it.
 
+// Not every helper of the shared receiver is used here.
+#[allow(dead_code)]
 #[path = "support/webhook_server.rs"]
 mod webhook_server;
 
@@ -235,6 +237,63 @@ async fn webhook_down_for_a_while_then_everything_arrives() {
     assert!(read_jsonl(&dir.path().join("dead-letter.jsonl")).is_empty());
     assert_eq!(outputs.stats().outputs[0].delivered, 2000);
     outputs.close().await.unwrap();
+}
+
+/// Once the outputs' shutdown token is cancelled (the worker's grace ran
+/// out), the webhook finishes the requests in flight but starts none of
+/// those still waiting for a `concurrency` slot.
+#[tokio::test]
+async fn webhook_starts_no_request_after_shutdown() {
+    let server = WebhookServer::start("k", Box::new(|_| (200, "ok".into()))).await;
+    server.set_delay(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let outputs = Outputs::start(
+        &config(&format!(
+            "[[output]]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"k\"\nconcurrency = 2\n{FAST_RETRIES}",
+            server.url()
+        )),
+        &no_aws(),
+        dir.path(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    // 40 jobs: one wave of 40 requests, 2 at a time.
+    let items: Vec<(String, &str)> = (0..40).map(|i| (format!("J{i}"), "QUEUED")).collect();
+    let items: Vec<(&str, &str)> = items.iter().map(|(j, s)| (j.as_str(), *s)).collect();
+    let o = outputs.clone();
+    let sent = batch(&items);
+    let call = tokio::spawn(async move { o.deliver(sent).await });
+    let t0 = Instant::now();
+    while server.received().len() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no request arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    let cancelled = std::time::SystemTime::now();
+    let r = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("deliver returns once the requests in flight finish")
+        .unwrap();
+    assert_eq!(r, Err(bulkwatch::output::OutputsClosed));
+    // Anything that would still start would have by now.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got = server.received();
+    let late = got.iter().filter(|r| r.at > cancelled).count();
+    assert_eq!(
+        late,
+        0,
+        "{late} requests started after the cancel ({} in all)",
+        got.len()
+    );
+    assert!(got.len() <= 2, "only the 2 in flight: {}", got.len());
+    let s = &outputs.stats().outputs[0];
+    assert_eq!(
+        s.failed_attempts, 0,
+        "requests not started are no failed attempts"
+    );
+    assert!(read_jsonl(&dir.path().join("dead-letter.jsonl")).is_empty());
 }
 
 #[tokio::test]
@@ -655,5 +714,72 @@ async fn sqs_dead_letter_keeps_bad_records_and_refusals() {
     assert_eq!(bad["sequence_number"], "495");
     let s = outputs.stats().dead_letter;
     assert_eq!((s.written, s.bad_records, s.undeliverable), (2, 1, 1));
+    outputs.close().await.unwrap();
+}
+
+/// A transition over SQS's 1 MiB message limit (a ~1 MiB Kinesis record's
+/// friendly_name) can never be sent: it goes to dead-letter at once, saying
+/// its size and the limit, and the rest of the batch is delivered. Before,
+/// it failed the whole SendMessageBatch (BatchRequestTooLong) and was
+/// retried for `max_record_age` while the shard stalled. Two transitions
+/// that fit alone but not together go in separate calls.
+#[tokio::test]
+async fn sqs_oversized_transition_is_dead_lettered_and_the_rest_delivered() {
+    let aws = localstack().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let (url, _) = create_queue(&sqs, &unique("bw-big")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let outputs = start(
+        &format!("[[output]]\ntype = \"sqs\"\nname = \"q\"\nqueue_url = \"{url}\"\n{FAST_RETRIES}"),
+        &aws,
+        dir.path(),
+    )
+    .await;
+    let mut sent: Vec<Transition> = vec![transition("J1", "QUEUED")];
+    sent.push(Transition::sample(
+        "JBIG",
+        "COMPLETED",
+        Some(&"n".repeat(1024 * 1024)),
+    ));
+    let mut half = Transition::sample("JHALF1", "QUEUED", None);
+    half.job.description = Some("d".repeat(600 * 1024));
+    sent.push(half);
+    let mut half = Transition::sample("JHALF2", "QUEUED", None);
+    half.job.description = Some("d".repeat(600 * 1024));
+    sent.push(half);
+    sent.push(transition("J2", "FAILED"));
+    let sent: Arc<[Transition]> = sent.into();
+    tokio::time::timeout(Duration::from_secs(60), outputs.deliver(sent.clone()))
+        .await
+        .expect("an oversized transition must not hold the batch")
+        .unwrap();
+
+    let got = receive(&sqs, &url, 4).await;
+    let jobs: HashSet<String> = got
+        .iter()
+        .map(|m| json(&m.body)["job_sid"].as_str().unwrap().into())
+        .collect();
+    let want: HashSet<String> = ["J1", "JHALF1", "JHALF2", "J2"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(jobs, want);
+
+    let dead = read_jsonl(&dir.path().join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), 1, "{}", dead.len());
+    assert_eq!(dead[0]["output"], "q");
+    assert_eq!(dead[0]["transition"]["job_sid"], "JBIG");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("1048576") && reason.contains("SQS"),
+        "the reason names the size and the limit: {reason}"
+    );
+    assert_eq!(dead[0]["attempts"], 1);
+    let s = &outputs.stats().outputs[0];
+    assert_eq!(
+        (s.delivered, s.rejected, s.failed_attempts),
+        (4, 1, 0),
+        "{s:?}"
+    );
     outputs.close().await.unwrap();
 }

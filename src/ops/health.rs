@@ -3,8 +3,8 @@
 //!
 //! | path | answers |
 //! |---|---|
-//! | `GET /health/live` | 200 while the processing loop makes progress, 503 when it is stuck |
-//! | `GET /health/ready` | 200 when the stream and the store answer and this worker holds leases (or there are none for it to hold: see [`Health::ready`]), 503 otherwise or while draining |
+//! | `GET /health/live` | 200 while every loop is alive (working, or waiting in a bounded backoff or for another loop), 503 when one is stuck |
+//! | `GET /health/ready` | 200 when the stream and the store answer, this worker holds leases (or there are none for it to hold: see [`Health::ready`]) and no output has failed for longer than `ops.ready_window`; 503 otherwise or while draining |
 //! | `GET /metrics` | Prometheus text ([`Metrics::encode`]) |
 //!
 //! Both health answers are a JSON object `{"status": "ok"|"fail", "checks":
@@ -12,11 +12,16 @@
 //!
 //! # Live versus ready
 //!
-//! *Live* is what a supervisor should restart on: readers are running but
-//! no stage has shown any progress for `ops.live_stall`. A down output or a
-//! throttled stream is not that: their retries are progress, and restarting
-//! would not help. *Ready* is the broader "is this worker doing its job":
-//! it goes false during an AWS outage, which is worth an alert, not a
+//! *Live* is what a supervisor should restart on: some loop of the process
+//! (a shard's reader and pipeline, an output, the dead-letter task) is
+//! wedged, more than `ops.live_stall` past the time it promised to show a
+//! sign of life ([`live_check`]). A down or slow output, a long Retry-After,
+//! a down dead-letter destination or a throttled stream is not that: those
+//! loops wait in backoff with a known end, or for another loop, and
+//! restarting would not help (a restarted worker would only hammer the
+//! destination again). *Ready* is the broader "is this worker doing its
+//! job": it goes false during an AWS outage or while an output has failed
+//! for longer than `ops.ready_window`, which is worth an alert, not a
 //! restart loop of the whole fleet. That is why `bulkwatch healthcheck`
 //! (the ECS container health check) probes live.
 //!
@@ -163,28 +168,10 @@ impl Health {
         }
     }
 
-    /// Liveness: with readers running, some stage must have shown progress
-    /// within `live_stall`. With none (between shard syncs, or every shard
-    /// finished) there is nothing to be stuck on.
+    /// Liveness: every loop of the process is alive and responsive
+    /// ([`live_check`]).
     pub fn live(&self) -> (bool, Value) {
-        let readers = self.metrics.readers_running();
-        let age = self.metrics.heartbeat_age();
-        let stalled = readers > 0 && age.is_none_or(|a| a > self.live_stall);
-        let detail = match age {
-            Some(a) => format!(
-                "last progress {} ago, {readers} shard reader(s) running",
-                fmt_age(a)
-            ),
-            None => format!("no progress yet, {readers} shard reader(s) running"),
-        };
-        (
-            !stalled,
-            json!({
-                "heartbeat": {"ok": !stalled, "detail": detail,
-                              "age_seconds": age.map(|a| a.as_secs_f64()),
-                              "limit_seconds": self.live_stall.as_secs_f64()},
-            }),
-        )
+        live_check(&self.metrics, self.live_stall)
     }
 
     /// Readiness: stream reachable, store reachable, shards held (or none
@@ -239,13 +226,15 @@ impl Health {
             (None, false) => (false, "no recent store answer".to_owned()),
         };
         let leases = self.leases_check(readers);
-        let ok = stream.0 && store.0 && leases.0;
+        let delivery = delivery_check(&self.metrics, window);
+        let ok = stream.0 && store.0 && leases.0 && delivery.0;
         (
             ok,
             json!({
                 "stream": {"ok": stream.0, "detail": stream.1},
                 "store": {"ok": store.0, "detail": store.1},
                 "leases": {"ok": leases.0, "detail": leases.1},
+                "delivery": {"ok": delivery.0, "detail": delivery.1},
             }),
         )
     }
@@ -328,6 +317,82 @@ impl Health {
         let p = Probe { stream, store };
         *cache = Some((Instant::now(), p.clone()));
         p
+    }
+}
+
+/// Liveness: no loop (a shard's reader and pipeline, an output's delivery
+/// task, the dead-letter task) is more than `stall` past the time it
+/// promised its next sign of life (`ops::metrics::Heartbeat`).
+///
+/// Records need not flow: a loop waiting in a backoff or a Retry-After has
+/// promised its next attempt for when the wait ends, and one waiting for
+/// another loop (a pipeline for a down output, an output for a down
+/// dead-letter destination, a reader for a batch slot) is parked, since the
+/// loop it waits for answers for itself. What fails is a loop that stopped
+/// stamping: an await that never returns, a blocked runtime thread. A
+/// restart helps there, and only there.
+pub fn live_check(metrics: &Metrics, stall: Duration) -> (bool, Value) {
+    let loops = metrics.loops();
+    let stalled: Vec<_> = loops
+        .iter()
+        .filter(|l| l.overdue.is_some_and(|o| o > stall))
+        .collect();
+    let ok = stalled.is_empty();
+    let age = metrics.heartbeat_age();
+    let detail = if ok {
+        let waiting = loops.iter().filter(|l| l.overdue.is_none()).count();
+        format!(
+            "{} loop(s) responsive ({waiting} waiting for work or for another loop); last sign of life {} ago",
+            loops.len(),
+            age.map_or_else(|| "never".to_owned(), fmt_age)
+        )
+    } else {
+        stalled
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} is stuck: {} past its due time (last sign of life {} ago)",
+                    l.stage,
+                    l.name,
+                    fmt_age(l.overdue.unwrap_or_default()),
+                    l.age.map_or_else(|| "never".to_owned(), fmt_age)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    (
+        ok,
+        json!({
+            "heartbeat": {"ok": ok, "detail": detail,
+                          "age_seconds": age.map(|a| a.as_secs_f64()),
+                          "limit_seconds": stall.as_secs_f64(),
+                          "stalled": stalled.iter().map(|l| format!("{} {}", l.stage, l.name)).collect::<Vec<_>>()},
+        }),
+    )
+}
+
+/// Readiness' view of delivery: degraded when an output (or the dead-letter
+/// output) has failed every attempt for longer than `window`. Reading has
+/// stopped behind it, nothing is lost, and a restart would not help: worth
+/// an alert, which is what readiness is for (liveness stays true).
+fn delivery_check(metrics: &Metrics, window: Duration) -> (bool, String) {
+    let failing: Vec<String> = metrics
+        .failing_outputs()
+        .into_iter()
+        .filter(|(_, d)| *d > window)
+        .map(|(name, d)| format!("{name} failing for {}", fmt_age(d)))
+        .collect();
+    if failing.is_empty() {
+        (
+            true,
+            "every output delivers (or has nothing to do)".to_owned(),
+        )
+    } else {
+        (
+            false,
+            format!("{} (retrying; reading waits for it)", failing.join(", ")),
+        )
     }
 }
 

@@ -59,6 +59,92 @@ pub fn age_of(stamp_ms: u64) -> Option<Duration> {
     (stamp_ms != 0).then(|| Duration::from_millis(monotonic_ms().saturating_sub(stamp_ms)))
 }
 
+/// The liveness of one loop (a shard's reader and pipeline, an output's
+/// delivery task, the dead-letter task): when it last showed a sign of life,
+/// and by when it promised the next one.
+///
+/// Liveness means "every loop is alive and responsive", not "records are
+/// flowing". A loop that waits is still alive, so it says how it waits:
+///
+/// - [`beat`](Self::beat): working; the next sign is due within `ops.live_stall`.
+/// - [`expect`](Self::expect): a wait of known length starts (a backoff, a
+///   Retry-After, a request with a timeout); nothing is due before it ends.
+/// - [`park`](Self::park): waiting for work, or for another loop that has a
+///   heartbeat of its own (an output waiting for the dead-letter task, a
+///   pipeline waiting for the outputs). Nothing is due: if the loop it waits
+///   for wedges, that loop's heartbeat tells.
+///
+/// A loop is stalled when it is more than `ops.live_stall` past its due
+/// time: a wedged loop (an await that never returns, a blocked thread) stops
+/// stamping and is caught, while a loop blocked on a down output is parked
+/// and the output, retrying with backoff, keeps promising its next attempt.
+#[derive(Debug, Default)]
+pub struct Heartbeat {
+    /// The last sign of life ([`monotonic_ms`]; 0 = never).
+    last: AtomicU64,
+    /// When the next one is due; 0 = never started, [`PARKED`] = none due.
+    due: AtomicU64,
+}
+
+const PARKED: u64 = u64::MAX;
+
+impl Heartbeat {
+    /// A sign of life; the next one is due within the stall limit.
+    pub fn beat(&self) {
+        let now = monotonic_ms();
+        self.last.store(now, Ordering::Relaxed);
+        self.due.store(now, Ordering::Relaxed);
+    }
+
+    /// A sign of life, and a wait of at most `within` starts: nothing is due
+    /// before it ends. Never shortens an earlier promise (several requests
+    /// of one output may be in flight), and leaves a parked loop parked.
+    pub fn expect(&self, within: Duration) {
+        let now = monotonic_ms();
+        self.last.store(now, Ordering::Relaxed);
+        let until = now.saturating_add(within.as_millis().min(u64::MAX as u128) as u64);
+        self.due.fetch_max(until.min(PARKED - 1), Ordering::Relaxed);
+    }
+
+    /// Waiting for work or for a loop with a heartbeat of its own: nothing
+    /// is due until the next [`beat`](Self::beat).
+    pub fn park(&self) {
+        self.last.store(monotonic_ms(), Ordering::Relaxed);
+        self.due.store(PARKED, Ordering::Relaxed);
+    }
+
+    /// How far past its due time the loop is (zero while within it);
+    /// `None` while parked or before it started.
+    pub fn overdue(&self) -> Option<Duration> {
+        match self.due.load(Ordering::Relaxed) {
+            0 | PARKED => None,
+            due => Some(Duration::from_millis(monotonic_ms().saturating_sub(due))),
+        }
+    }
+
+    /// Since the last sign of life.
+    pub fn age(&self) -> Option<Duration> {
+        age_of(self.last.load(Ordering::Relaxed))
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.due.load(Ordering::Relaxed) == PARKED
+    }
+}
+
+/// One loop's liveness as the health endpoint reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopLiveness {
+    /// `reader`, `output` or `dead_letter`.
+    pub stage: &'static str,
+    /// The shard or output name (`dead-letter` for the dead-letter task).
+    pub name: String,
+    /// Past its due time by this much; `None` while parked.
+    pub overdue: Option<Duration>,
+    /// Since its last sign of life.
+    pub age: Option<Duration>,
+}
+
 /// A latency histogram in seconds with fixed buckets from 5 ms to about
 /// 80 s: a webhook answers in tens of milliseconds, a retried delivery can
 /// take minutes (the last bucket is +Inf).
@@ -137,6 +223,8 @@ struct ShardState {
     reader_started: Option<Instant>,
     last_checkpoint: Option<Instant>,
     batch_started: Option<Instant>,
+    /// The reader's and its pipeline's liveness.
+    heartbeat: Heartbeat,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,6 +297,8 @@ impl Drop for BatchInFlight {
     fn drop(&mut self) {
         if let Some(s) = lock(&self.metrics.inner.shards).get_mut(&self.shard) {
             s.batch_started = None;
+            // Back in the reader's loop.
+            s.heartbeat.beat();
         }
         self.metrics.touch();
     }
@@ -249,16 +339,86 @@ impl Metrics {
             .store(monotonic_ms(), Ordering::Relaxed);
     }
 
-    /// Time since the last progress anywhere: a reader's poll, a pipeline
-    /// step, or an output's delivery attempt (an output retrying a down
-    /// destination is slow, not dead).
+    /// Since the last sign of life anywhere: a reader's poll, a pipeline
+    /// step, an output's or the dead-letter's attempt or wait (the
+    /// `stage="any"` gauge; liveness judges each loop on its own, see
+    /// [`Metrics::loops`]).
     pub fn heartbeat_age(&self) -> Option<Duration> {
-        let outputs = lock(&self.inner.outputs)
+        let mut ages = vec![age_of(get(&self.inner.heartbeat))];
+        ages.extend(self.loops().into_iter().map(|l| l.age));
+        ages.into_iter().flatten().min()
+    }
+
+    /// Every loop whose liveness counts: the shards being read, the
+    /// outputs and the dead-letter task.
+    pub fn loops(&self) -> Vec<LoopLiveness> {
+        let mut out: Vec<LoopLiveness> = lock(&self.inner.shards)
             .iter()
-            .map(|o| get(&o.counters.last_attempt))
-            .max()
-            .unwrap_or(0);
-        age_of(get(&self.inner.heartbeat).max(outputs))
+            .filter(|(_, s)| s.reading)
+            .map(|(k, s)| LoopLiveness {
+                stage: "reader",
+                name: k.to_string(),
+                overdue: s.heartbeat.overdue(),
+                age: s.heartbeat.age(),
+            })
+            .collect();
+        for o in lock(&self.inner.outputs).iter() {
+            out.push(LoopLiveness {
+                stage: "output",
+                name: o.name.clone(),
+                overdue: o.counters.heartbeat.overdue(),
+                age: o.counters.heartbeat.age(),
+            });
+        }
+        if let Some(dl) = lock(&self.inner.dead_letter).as_ref() {
+            out.push(LoopLiveness {
+                stage: "dead_letter",
+                name: "dead-letter".to_owned(),
+                overdue: dl.heartbeat.overdue(),
+                age: dl.heartbeat.age(),
+            });
+        }
+        out
+    }
+
+    /// Outputs (and the dead-letter output) whose attempts have all been
+    /// failing, and for how long (readiness: degraded delivery).
+    pub fn failing_outputs(&self) -> Vec<(String, Duration)> {
+        let mut out: Vec<(String, Duration)> = lock(&self.inner.outputs)
+            .iter()
+            .filter_map(|o| Some((o.name.clone(), age_of(get(&o.counters.failing_since))?)))
+            .collect();
+        if let Some(dl) = lock(&self.inner.dead_letter).as_ref()
+            && let Some(age) = age_of(get(&dl.failing_since))
+        {
+            out.push(("dead-letter".to_owned(), age));
+        }
+        out
+    }
+
+    fn with_shard_heartbeat(&self, shard: &str, f: impl FnOnce(&Heartbeat)) {
+        if let Some(s) = lock(&self.inner.shards).get(shard) {
+            f(&s.heartbeat);
+        }
+        self.touch();
+    }
+
+    /// The shard's reader or pipeline is working.
+    pub fn shard_beat(&self, shard: &str) {
+        self.with_shard_heartbeat(shard, Heartbeat::beat);
+    }
+
+    /// The shard's reader or pipeline waits at most `d` (a pause between
+    /// polls, a store retry's backoff).
+    pub fn shard_expect(&self, shard: &str, d: Duration) {
+        self.with_shard_heartbeat(shard, |h| h.expect(d));
+    }
+
+    /// The shard's reader or pipeline waits for other loops that answer
+    /// for themselves: the outputs (delivery, backpressure), the
+    /// dead-letter task, or a batch slot held by other shards' pipelines.
+    pub fn shard_park(&self, shard: &str) {
+        self.with_shard_heartbeat(shard, Heartbeat::park);
     }
 
     pub fn set_shutting_down(&self) {
@@ -291,6 +451,7 @@ impl Metrics {
         s.reader_started = Some(Instant::now());
         s.millis_behind = None;
         s.iterator_age = None;
+        s.heartbeat.beat();
         drop(shards);
         self.touch();
     }
@@ -317,6 +478,7 @@ impl Metrics {
         let mut shards = lock(&self.inner.shards);
         let s = shards.entry(shard.clone()).or_default();
         s.millis_behind = millis_behind;
+        s.heartbeat.beat();
         if records == 0 && millis_behind.unwrap_or(0) == 0 {
             s.iterator_age = Some(Duration::ZERO);
         }
@@ -358,6 +520,7 @@ impl Metrics {
         s.records += records as u64;
         s.bytes += bytes as u64;
         s.batch_started = Some(Instant::now());
+        s.heartbeat.beat();
         // Iterator age, as CloudWatch's GetRecords.IteratorAgeMilliseconds:
         // how old the newest record just read is.
         if let Some(arrival) = last_arrival {
@@ -775,19 +938,25 @@ impl Collector for Scrape {
                 .encode(m.encode_family(&[("reason", "write")])?)?;
         }
 
-        let hb = {
-            let outputs = lock(&i.outputs)
-                .iter()
-                .map(|o| get(&o.counters.last_attempt))
-                .max()
-                .unwrap_or(0);
-            age_of(get(&i.heartbeat).max(outputs))
-        };
+        let metrics = Metrics { inner: i.clone() };
         gauges(
             &mut enc,
             "bulkwatch_heartbeat_age_seconds",
-            "Seconds since any stage last showed progress (liveness).",
-            hb.map(|d| ([("stage", "any")], d.as_secs_f64())),
+            "Seconds since any loop last showed a sign of life.",
+            metrics
+                .heartbeat_age()
+                .map(|d| ([("stage", "any")], d.as_secs_f64())),
+        )?;
+        gauges(
+            &mut enc,
+            "bulkwatch_heartbeat_overdue_seconds",
+            "Seconds a loop is past the time it promised its next sign of life (0 while within it or waiting on another loop); liveness fails past ops.live_stall.",
+            metrics.loops().into_iter().map(|l| {
+                (
+                    [("stage", l.stage.to_owned()), ("name", l.name)],
+                    l.overdue.unwrap_or_default().as_secs_f64(),
+                )
+            }),
         )?;
         gauges(
             &mut enc,

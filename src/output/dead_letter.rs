@@ -27,7 +27,7 @@ use super::{
     aws::{is_fifo, sqs_client, sqs_safe},
     config::SqsConfig,
     local::JsonLinesFile,
-    stats::DeadLetterCounters,
+    stats::{DeadLetterCounters, set_failing},
     task::RetryPolicy,
 };
 use crate::{source::Origin, track::Transition};
@@ -373,6 +373,8 @@ async fn run(
     closing: CancellationToken,
 ) {
     loop {
+        // Idle is alive (liveness).
+        counters.heartbeat.park();
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -409,11 +411,20 @@ async fn run(
         }
         let mut backoff = policy.backoff();
         loop {
+            counters.heartbeat.beat();
             match sink.write(&mut lines).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    set_failing(&counters.failing_since, false);
+                    break;
+                }
                 Err(error) => {
                     counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                    set_failing(&counters.failing_since, true);
                     let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    // Retrying a down destination is alive: nothing is due
+                    // before the next write (liveness), and the outputs and
+                    // pipelines waiting for this entry are parked on it.
+                    counters.heartbeat.expect(delay);
                     // The first entry's record stands for the write.
                     let origin = requests.first().and_then(|r| r.entry.origin.as_ref());
                     tracing::error!(
@@ -430,7 +441,10 @@ async fn run(
                         _ = tokio::time::sleep(delay) => {}
                         // The acks are dropped with `requests`: the writers
                         // see OutputsClosed and nothing is checkpointed.
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {
+                            counters.heartbeat.park();
+                            return;
+                        }
                     }
                 }
             }
@@ -442,6 +456,8 @@ async fn run(
             let _ = r.ack.send(());
         }
     }
+    // A stopped task is not a stuck one (liveness).
+    counters.heartbeat.park();
 }
 
 /// The origin of an undeliverable transition, when its JSON carries one:

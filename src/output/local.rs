@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::{fs, io::AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::sink::{Item, Outcome, Sink};
+use super::sink::{Item, Outcome, SendContext, Sink};
 
 /// `type = "stdout"`: one JSON line per transition, one flush per attempt.
 pub(crate) struct StdoutSink {
@@ -31,7 +31,7 @@ impl StdoutSink {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn send(&mut self, items: &[&Item]) -> Vec<Outcome> {
+    async fn send(&mut self, items: &[&Item], _ctx: &SendContext) -> Vec<Outcome> {
         let buf = lines(items);
         // Flushing is what makes the lines leave the process; a closed pipe
         // (EPIPE) is retried like any failure rather than dropped.
@@ -63,7 +63,7 @@ impl FileSink {
 
 #[async_trait]
 impl Sink for FileSink {
-    async fn send(&mut self, items: &[&Item]) -> Vec<Outcome> {
+    async fn send(&mut self, items: &[&Item], _ctx: &SendContext) -> Vec<Outcome> {
         let outcome = match self.file.append(&lines(items)).await {
             Ok(()) => Outcome::Delivered,
             Err(e) => Outcome::retry(format!("appending to {}: {e:#}", self.file.path.display())),

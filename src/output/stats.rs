@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::ops::metrics::{LatencyHistogram, monotonic_ms};
+use crate::ops::metrics::{Heartbeat, LatencyHistogram, monotonic_ms};
 
 /// Per-output counters. Every transition handed to an output ends in exactly
 /// one of `delivered`, `filtered`, `rejected` or `exhausted` (the last two
@@ -24,9 +24,15 @@ pub struct OutputCounters {
     pub attempt_latency: LatencyHistogram,
     /// Seconds from `deliver` to this output's ack of the batch.
     pub batch_latency: LatencyHistogram,
-    /// When the last attempt finished (`ops::metrics::monotonic_ms`): an
-    /// output retrying a down destination is busy, not hung (liveness).
-    pub last_attempt: AtomicU64,
+    /// The delivery task's liveness: it beats as it works, promises its
+    /// next attempt when it backs off (Retry-After included), and parks
+    /// while it waits for batches or for the dead-letter task. An output
+    /// retrying a down destination is alive; one stuck in an attempt past
+    /// its timeout is not.
+    pub heartbeat: Heartbeat,
+    /// Since when (`ops::metrics::monotonic_ms`) every attempt has failed;
+    /// 0 while the last one succeeded (readiness: delivery is degraded).
+    pub failing_since: AtomicU64,
 }
 
 /// Dead-letter counters.
@@ -42,6 +48,10 @@ pub struct DeadLetterCounters {
     pub write_failures: AtomicU64,
     /// Entries whose payload was cut to fit the destination (SQS: 256 KiB).
     pub payload_truncated: AtomicU64,
+    /// The dead-letter task's liveness (see [`OutputCounters::heartbeat`]).
+    pub heartbeat: Heartbeat,
+    /// Since when writes have failed; 0 while the last one succeeded.
+    pub failing_since: AtomicU64,
 }
 
 /// A point-in-time copy of every counter.
@@ -83,7 +93,15 @@ impl OutputCounters {
     /// One attempt at the destination finished, after `took`.
     pub(crate) fn attempted(&self, took: Duration) {
         self.attempt_latency.observe(took);
-        self.last_attempt.store(monotonic_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Marks a destination failing (keeping the first failure's time) or not.
+pub(crate) fn set_failing(since: &AtomicU64, failing: bool) {
+    if failing {
+        let _ = since.compare_exchange(0, monotonic_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    } else {
+        since.store(0, Ordering::Relaxed);
     }
 }
 

@@ -24,8 +24,8 @@ use super::{
     config::DeliveryConfig,
     dead_letter::{DeadLetterQueue, Entry, origin_of},
     filter::{Filter, status_str},
-    sink::{Item, Outcome, Sink},
-    stats::OutputCounters,
+    sink::{Item, Outcome, SendContext, Sink},
+    stats::{OutputCounters, set_failing},
 };
 use crate::track::Transition;
 
@@ -106,6 +106,8 @@ pub(crate) struct OutputTask {
 impl OutputTask {
     pub(crate) async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         loop {
+            // Waiting for work is alive, however long it lasts (liveness).
+            self.counters.heartbeat.park();
             let job = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
@@ -116,6 +118,7 @@ impl OutputTask {
                 // Reached only with an empty queue, thanks to `biased`.
                 _ = self.closing.cancelled() => break,
             };
+            self.counters.heartbeat.beat();
             match self.deliver(&job).await {
                 Ok(()) => {
                     self.counters.batch_latency.observe(job.enqueued.elapsed());
@@ -128,6 +131,8 @@ impl OutputTask {
                 Err(OutputsClosed) => break,
             }
         }
+        // A stopped task is not a stuck one (liveness).
+        self.counters.heartbeat.park();
         tracing::debug!(message = "Output task stopped.", output = %self.name);
     }
 
@@ -176,12 +181,19 @@ impl OutputTask {
             let mut retry_after: Option<Duration> = None;
             let mut last_error = None;
             let mut failed = 0usize;
+            let mut answered = false;
             for (mut item, result) in pending.into_iter().zip(results) {
                 match result {
-                    // Held back behind an earlier transition of its job.
-                    None => next.push(item),
-                    Some(Outcome::Delivered) => OutputCounters::add(&self.counters.delivered, 1),
+                    // Held back behind an earlier transition of its job, or
+                    // not sent because shutdown's grace ran out: no attempt
+                    // was made, so none is counted.
+                    None | Some(Outcome::NotSent) => next.push(item),
+                    Some(Outcome::Delivered) => {
+                        answered = true;
+                        OutputCounters::add(&self.counters.delivered, 1)
+                    }
                     Some(Outcome::Reject { error, response }) => {
+                        answered = true;
                         OutputCounters::add(&self.counters.rejected, 1);
                         item.attempts += 1;
                         let entry =
@@ -228,6 +240,10 @@ impl OutputTask {
                     }
                 }
             }
+            // Degraded delivery, for readiness: every attempt of this round
+            // failed (a round that delivered or refused something shows the
+            // destination answers).
+            set_failing(&self.counters.failing_since, failed > 0 && !answered);
             self.dead_letter_all(dead).await?;
             pending = next;
             if pending.is_empty() {
@@ -267,10 +283,15 @@ impl OutputTask {
                 error = last_error.as_deref().unwrap_or(""),
                 retry_in = ?delay,
             );
+            // A wait of known length, Retry-After included (up to 5 min,
+            // longer than `ops.live_stall`): the output is alive until it
+            // ends, so liveness does not restart a worker for honouring it.
+            self.counters.heartbeat.expect(delay);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.shutdown.cancelled() => return Err(OutputsClosed),
             }
+            self.counters.heartbeat.beat();
         }
         Ok(())
     }
@@ -280,9 +301,11 @@ impl OutputTask {
     async fn round(&mut self, pending: &[Item]) -> Vec<Option<Outcome>> {
         let mut results: Vec<Option<Outcome>> = vec![None; pending.len()];
         let mut blocked: HashSet<&str> = HashSet::new();
+        let ctx = SendContext::new(self.shutdown.clone(), self.counters.clone());
         for wave in waves(pending) {
             // An attempt in flight is finished on shutdown, a new one is not
-            // started (the rest stay pending and are not acknowledged).
+            // started (the rest stay pending and are not acknowledged). The
+            // sink checks again before each request of the wave.
             if self.shutdown.is_cancelled() {
                 break;
             }
@@ -294,15 +317,19 @@ impl OutputTask {
                 continue;
             }
             let items: Vec<&Item> = sendable.iter().map(|&i| &pending[i]).collect();
+            self.counters.heartbeat.beat();
             let attempt = Instant::now();
-            let outcomes = self.sink.send(&items).await;
+            let outcomes = self.sink.send(&items, &ctx).await;
             self.counters.attempted(attempt.elapsed());
+            self.counters.heartbeat.beat();
             for (k, &i) in sendable.iter().enumerate() {
                 let outcome = outcomes
                     .get(k)
                     .cloned()
                     .unwrap_or_else(|| Outcome::retry("the output returned no outcome"));
-                if matches!(outcome, Outcome::Retry { .. }) {
+                // A job whose transition is still pending sits out the
+                // later waves: its next one must not overtake it.
+                if matches!(outcome, Outcome::Retry { .. } | Outcome::NotSent) {
                     blocked.insert(pending[i].job_sid.as_str());
                 }
                 results[i] = Some(outcome);
@@ -327,6 +354,18 @@ impl OutputTask {
     /// Writes all entries (the dead-letter task groups them into one write)
     /// and waits until they are durable.
     async fn dead_letter_all(&self, entries: Vec<Entry>) -> Result<(), OutputsClosed> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Waiting for the dead-letter task, which has a heartbeat of its
+        // own: while it retries a down destination, this output is alive.
+        self.counters.heartbeat.park();
+        let written = self.dead_letter_entries(entries).await;
+        self.counters.heartbeat.beat();
+        written
+    }
+
+    async fn dead_letter_entries(&self, entries: Vec<Entry>) -> Result<(), OutputsClosed> {
         let n = entries.len() as u64;
         let mut acks = Vec::with_capacity(entries.len());
         for e in entries {

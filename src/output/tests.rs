@@ -14,7 +14,7 @@ use super::{
     Built, DeliveryConfig, Outputs, OutputsClosed,
     dead_letter::DeadLetterSink,
     filter::Filter,
-    sink::{Item, Outcome, Sink},
+    sink::{Item, Outcome, SendContext, Sink},
 };
 use crate::track::Transition;
 
@@ -41,7 +41,7 @@ struct FakeSink {
 
 #[async_trait]
 impl Sink for FakeSink {
-    async fn send(&mut self, items: &[&Item]) -> Vec<Outcome> {
+    async fn send(&mut self, items: &[&Item], _ctx: &SendContext) -> Vec<Outcome> {
         let _ = self.gate.wait_for(|open| *open).await;
         self.calls
             .lock()
@@ -362,6 +362,214 @@ async fn shutdown_stops_retrying_and_deliver_reports_closed() {
         outputs.deliver(batch(&[("J2", "QUEUED")])).await,
         Err(OutputsClosed)
     );
+}
+
+/// The sink answers NotSent once the token is cancelled (what the real
+/// sinks do before each request); such items count no failed attempt, so
+/// even a batch past `max_record_age` is not dead-lettered for them.
+#[tokio::test]
+async fn not_sent_on_shutdown_is_no_attempt_and_no_dead_letter() {
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let (b, f) = fake(
+        "o",
+        true,
+        Box::new(move |i| {
+            if i.job_sid == "J0" {
+                // The grace runs out while the first request is in flight.
+                stop.cancel();
+                Outcome::Delivered
+            } else {
+                Outcome::NotSent
+            }
+        }),
+    );
+    let dl = MemDeadLetter::default();
+    let delivery = DeliveryConfig {
+        max_record_age: Duration::from_nanos(1),
+        ..fast_retries()
+    };
+    let outputs =
+        Outputs::from_parts(vec![b], Box::new(dl.clone()), &delivery, shutdown.clone()).unwrap();
+    let r = outputs
+        .deliver(batch(&[
+            ("J0", "QUEUED"),
+            ("J1", "QUEUED"),
+            ("J2", "QUEUED"),
+        ]))
+        .await;
+    assert_eq!(r, Err(OutputsClosed));
+    assert_eq!(f.calls().len(), 1, "no new attempt after the cancel");
+    let s = &outputs.stats().outputs[0];
+    assert_eq!((s.delivered, s.failed_attempts, s.exhausted), (1, 0, 0));
+    assert!(dl.0.lock().unwrap().is_empty());
+}
+
+// ------------------------------------------------------------- liveness
+
+mod liveness {
+    use super::*;
+    use crate::ops::{health::live_check, metrics::Metrics};
+
+    /// Far below the waits below: without a promise of its next attempt, an
+    /// output waiting that long would fail liveness.
+    const STALL: Duration = Duration::from_millis(100);
+
+    fn metrics_for(outputs: &Outputs) -> Metrics {
+        let m = Metrics::new();
+        m.attach_outputs(outputs);
+        m
+    }
+
+    async fn stays_live_for(m: &Metrics, d: Duration) {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < d {
+            let (ok, v) = live_check(m, STALL);
+            assert!(ok, "liveness failed while the worker waits healthily: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_longer_than_live_stall_stays_live() {
+        // A webhook answering 429 with Retry-After: the output honours it
+        // (up to 5 min, more than ops.live_stall's 2 min by default).
+        let (b, f) = fake(
+            "hook",
+            true,
+            Box::new(|_| Outcome::Retry {
+                error: "HTTP 429".into(),
+                after: Some(Duration::from_secs(30)),
+            }),
+        );
+        let (outputs, _, shutdown) = start(vec![b], fast_retries());
+        let m = metrics_for(&outputs);
+        let o = outputs.clone();
+        let call = tokio::spawn(async move { o.deliver(batch(&[("J1", "QUEUED")])).await });
+        eventually("the first attempt", || f.calls().len() == 1).await;
+        stays_live_for(&m, STALL * 6).await;
+        assert_eq!(f.calls().len(), 1, "still waiting out the Retry-After");
+        let loops = m.loops();
+        assert_eq!(loops.len(), 2, "the output and the dead-letter: {loops:?}");
+        shutdown.cancel();
+        assert_eq!(call.await.unwrap(), Err(OutputsClosed));
+    }
+
+    /// A dead-letter destination that refuses every write.
+    struct DownDeadLetter;
+
+    #[async_trait]
+    impl DeadLetterSink for DownDeadLetter {
+        async fn write(&mut self, _lines: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
+            anyhow::bail!("QueueDoesNotExist")
+        }
+        fn describe(&self) -> String {
+            "down".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_down_dead_letter_output_stays_live() {
+        let (b, f) = fake(
+            "hook",
+            true,
+            Box::new(|_| Outcome::Reject {
+                error: "HTTP 400".into(),
+                response: None,
+            }),
+        );
+        let shutdown = CancellationToken::new();
+        // Backoff above the stall limit: the dead-letter task waits longer
+        // than live_stall between its write attempts.
+        let delivery = DeliveryConfig {
+            backoff_min: STALL * 3,
+            backoff_max: STALL * 3,
+            ..Default::default()
+        };
+        let outputs = Outputs::from_parts(
+            vec![b],
+            Box::new(DownDeadLetter),
+            &delivery,
+            shutdown.clone(),
+        )
+        .unwrap();
+        let m = metrics_for(&outputs);
+        let o = outputs.clone();
+        let call = tokio::spawn(async move { o.deliver(batch(&[("J1", "QUEUED")])).await });
+        eventually("a failed dead-letter write", || {
+            outputs.stats().dead_letter.write_failures >= 1
+        })
+        .await;
+        assert_eq!(f.calls().len(), 1);
+        stays_live_for(&m, STALL * 8).await;
+        assert!(outputs.stats().dead_letter.write_failures >= 2);
+        shutdown.cancel();
+        assert_eq!(call.await.unwrap(), Err(OutputsClosed));
+    }
+
+    #[tokio::test]
+    async fn a_wedged_output_fails_liveness() {
+        // An attempt that never returns (the gate stays closed).
+        let (b, _f) = fake("stuck", false, ok());
+        let (outputs, _, shutdown) = start(vec![b], fast_retries());
+        let m = metrics_for(&outputs);
+        let o = outputs.clone();
+        let call = tokio::spawn(async move { o.deliver(batch(&[("J1", "QUEUED")])).await });
+        tokio::time::sleep(STALL * 3).await;
+        let (ok, v) = live_check(&m, STALL);
+        assert!(!ok, "a wedged output must fail liveness: {v}");
+        let detail = v["heartbeat"]["detail"].as_str().unwrap();
+        assert!(detail.contains("output stuck"), "{detail}");
+        assert_eq!(v["heartbeat"]["stalled"][0], "output stuck");
+        shutdown.cancel();
+        call.abort();
+    }
+
+    #[test]
+    fn heartbeat_states() {
+        use crate::ops::metrics::Heartbeat;
+        let h = Heartbeat::default();
+        assert_eq!(h.overdue(), None, "not started");
+        h.beat();
+        assert!(h.overdue().unwrap() < Duration::from_secs(1));
+        h.expect(Duration::from_secs(3600));
+        assert_eq!(h.overdue(), Some(Duration::ZERO), "within its promise");
+        // A shorter promise (another request) does not shorten it.
+        h.expect(Duration::ZERO);
+        assert_eq!(h.overdue(), Some(Duration::ZERO));
+        h.park();
+        assert_eq!(h.overdue(), None);
+        assert!(h.is_parked());
+        h.expect(Duration::from_secs(1));
+        assert!(h.is_parked(), "only a beat unparks");
+        h.beat();
+        assert!(!h.is_parked());
+    }
+
+    #[test]
+    fn a_shard_waiting_on_outputs_is_parked_and_a_stuck_one_is_not() {
+        let m = Metrics::new();
+        let (a, b): (Arc<str>, Arc<str>) = ("shardId-a".into(), "shardId-b".into());
+        m.reader_started(&a);
+        m.reader_started(&b);
+        m.shard_park(&a);
+        m.shard_expect(&b, Duration::from_secs(3600));
+        std::thread::sleep(STALL * 2);
+        assert!(
+            live_check(&m, STALL).0,
+            "parked and promised shards are live"
+        );
+        m.shard_beat(&b);
+        std::thread::sleep(STALL * 2);
+        let (ok, v) = live_check(&m, STALL);
+        assert!(!ok);
+        assert_eq!(
+            v["heartbeat"]["stalled"],
+            serde_json::json!(["reader shardId-b"])
+        );
+        m.reader_stopped(&b);
+        assert!(live_check(&m, STALL).0, "a stopped reader does not count");
+    }
 }
 
 #[tokio::test]

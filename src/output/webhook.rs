@@ -24,7 +24,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::{
     config::{Secret, WebhookConfig},
-    sink::{Item, Outcome, Sink},
+    sink::{Item, Outcome, SendContext, Sink},
 };
 
 pub const TIMESTAMP_HEADER: &str = "X-Bulkwatch-Timestamp";
@@ -127,6 +127,9 @@ pub(crate) struct WebhookSink {
     url: Url,
     secret: Arc<Secret>,
     concurrency: Arc<Semaphore>,
+    /// The longest one request can take (reqwest's `timeout` covers it from
+    /// connecting to the last byte): the output is alive that long.
+    timeout: Duration,
 }
 
 impl WebhookSink {
@@ -146,26 +149,39 @@ impl WebhookSink {
             url,
             secret: Arc::new(secret),
             concurrency: Arc::new(Semaphore::new(c.concurrency.max(1))),
+            timeout: c.timeout,
         })
     }
 }
 
 #[async_trait]
 impl Sink for WebhookSink {
-    async fn send(&mut self, items: &[&Item]) -> Vec<Outcome> {
+    async fn send(&mut self, items: &[&Item], ctx: &SendContext) -> Vec<Outcome> {
         let mut tasks = JoinSet::new();
         for (i, item) in items.iter().enumerate() {
-            let (client, url, secret, sem) = (
+            let (client, url, secret, sem, ctx, timeout) = (
                 self.client.clone(),
                 self.url.clone(),
                 self.secret.clone(),
                 self.concurrency.clone(),
+                ctx.clone(),
+                self.timeout,
             );
             let (body, id) = (item.body.clone(), item.transition_id.clone());
             tasks.spawn(async move {
                 // The semaphore is never closed, so acquire cannot fail.
                 let _permit = sem.acquire_owned().await;
-                (i, post(&client, url, &secret, body, &id).await)
+                // Checked after the wait for a permit, not before: a wave
+                // of many jobs queues here behind `concurrency`, and once
+                // shutdown's grace ran out none of them may start (the
+                // requests already in flight finish).
+                if ctx.stopping() {
+                    return (i, Outcome::NotSent);
+                }
+                ctx.request_started(timeout);
+                let outcome = post(&client, url, &secret, body, &id).await;
+                ctx.request_finished();
+                (i, outcome)
             });
         }
         let mut outcomes = vec![Outcome::retry("request task did not finish"); items.len()];

@@ -83,6 +83,14 @@ pub enum ReaderEvent {
     },
     /// A Kinesis call failed and will be retried.
     Failed { operation: &'static str },
+    /// The reader waits this long before its next call (pacing, an idle
+    /// shard, a retry's backoff): it is alive meanwhile (liveness).
+    Pausing { wait: Duration },
+    /// The reader waits for a batch slot, held by other shards' batches
+    /// (`poll.max_batches_in_flight`); those answer for their own liveness.
+    WaitingForSlot,
+    /// The reader has a slot and calls GetRecords.
+    Polling,
     /// The reader returned (or panicked).
     Stopped,
 }
@@ -140,6 +148,10 @@ impl ShardReader {
         let _stopped = StoppedOnDrop(sink.clone(), self.shard_id.clone());
 
         loop {
+            let wait = next_call.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                sink.observe(&self.shard_id, ReaderEvent::Pausing { wait });
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
                 _ = tokio::time::sleep_until(next_call) => {}
@@ -190,6 +202,7 @@ impl ShardReader {
             // A batch slot, held from the call until the batch is
             // processed, so the data in flight stays bounded however many
             // shards this worker reads. An empty poll gives it back at once.
+            sink.observe(&self.shard_id, ReaderEvent::WaitingForSlot);
             let slot = tokio::select! {
                 _ = shutdown.cancelled() => return ReaderExit::Stopped(Stop::ShuttingDown),
                 slot = self.batch_slots.clone().acquire_owned() => match slot {
@@ -198,6 +211,7 @@ impl ShardReader {
                     Err(_) => return ReaderExit::Stopped(Stop::ShuttingDown),
                 },
             };
+            sink.observe(&self.shard_id, ReaderEvent::Polling);
             let call_started = Instant::now();
             // A GetRecords call in flight is abandoned on shutdown: its
             // records have not reached the sink, so nothing is checkpointed

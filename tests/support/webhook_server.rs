@@ -28,6 +28,8 @@ pub struct Received {
     pub body: String,
     /// The signature header matched HMAC-SHA256(secret, "{timestamp}.{body}").
     pub signature_ok: bool,
+    /// When the request arrived (its head and body read).
+    pub at: std::time::SystemTime,
     /// What the server answered.
     pub status: u16,
 }
@@ -45,6 +47,10 @@ struct State {
     secret: Vec<u8>,
     script: Mutex<Script>,
     received: Mutex<Vec<Received>>,
+    /// How long to wait before answering (a slow receiver).
+    delay: Mutex<std::time::Duration>,
+    /// Extra response headers, e.g. `Retry-After`.
+    headers: Mutex<Vec<(String, String)>>,
 }
 
 pub struct WebhookServer {
@@ -62,6 +68,8 @@ impl WebhookServer {
             secret: secret.as_bytes().to_vec(),
             script: Mutex::new(script),
             received: Mutex::new(Vec::new()),
+            delay: Mutex::new(std::time::Duration::ZERO),
+            headers: Mutex::new(Vec::new()),
         });
         let accept = Some(tokio::spawn(accept_loop(listener, state.clone())));
         Self {
@@ -73,6 +81,21 @@ impl WebhookServer {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// Answers every later request only after `delay` (it is recorded in
+    /// `received` as soon as it arrives).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    /// Adds a header to every later response.
+    pub fn add_header(&self, name: &str, value: &str) {
+        self.state
+            .headers
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), value.to_owned()));
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -157,6 +180,7 @@ async fn handle(mut conn: TcpStream, state: Arc<State>) {
         headers,
         body,
         signature_ok,
+        at: std::time::SystemTime::now(),
         status: 0,
     };
     let (status, text) = if signature_ok {
@@ -166,8 +190,19 @@ async fn handle(mut conn: TcpStream, state: Arc<State>) {
     };
     received.status = status;
     state.received.lock().unwrap().push(received);
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let extra: String = state
+        .headers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let resp = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{text}",
         text.len()
     );
     let _ = conn.write_all(resp.as_bytes()).await;
