@@ -388,12 +388,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(s) = &self.stream
-            && (s.is_empty() || s.len() > 128)
-        {
-            return Err(ConfigError(
-                "`stream` must be 1 to 128 characters long".into(),
-            ));
+        if let Some(s) = &self.stream {
+            check_stream_name(s)?;
         }
         if !(1..=10_000).contains(&self.poll.max_records) {
             return Err(ConfigError(format!(
@@ -442,29 +438,108 @@ impl Config {
                 self.log_level
             ))
         })?;
+        // `[[output]]`, `[dead_letter]` and `[delivery]`: every check that
+        // needs no network, so `config check` refuses what `run` would.
+        self.outputs_config().validate().map_err(ConfigError)?;
         Ok(())
     }
+
+    /// The checks that read the environment beyond `BULKWATCH_*`: every
+    /// webhook's `secret_env` variable is set. `run` and `config check`
+    /// make them (exit 2 like any bad setting); the operator commands do
+    /// not, since they deliver nothing and may run where the secrets are not.
+    pub fn check_environment(&self) -> Result<(), ConfigError> {
+        self.outputs_config().check_secrets().map_err(ConfigError)
+    }
+}
+
+/// Kinesis' rule for a stream name: 1 to 128 characters of
+/// `[a-zA-Z0-9_.-]`. Checked here so that a typo is a clear exit 2 instead of
+/// a ValidationException from the first AWS call.
+fn check_stream_name(s: &str) -> Result<(), ConfigError> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(ConfigError(format!(
+            "`stream` = {s:?} must be 1 to 128 characters long (it has {})",
+            s.chars().count()
+        )));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(ConfigError(format!(
+            "`stream` = {s:?} is not a Kinesis stream name: {c:?} is not allowed (only letters, digits, `_`, `.` and `-`)"
+        )));
+    }
+    Ok(())
 }
 
 /// figment's errors can span lines and list several problems; an operator
 /// wants one line naming the key and where its value came from.
 fn one_line(e: &figment::Error) -> String {
+    use figment::error::{Kind, OneOf};
     let mut parts: Vec<String> = Vec::new();
     for err in e.clone() {
-        let mut s = err.kind.to_string();
-        if !err.path.is_empty() {
-            s = format!("`{}`: {s}", err.path.join("."));
-        }
+        let key = err.path.join(".");
+        let mut s = match &err.kind {
+            // figment's own wording wraps the list in a second pair of
+            // backticks (``expected `one of `a`, `b``'); its path already
+            // ends with the unknown key.
+            Kind::UnknownField(field, expected) => {
+                let key = if key.is_empty() { field.clone() } else { key };
+                format!("unknown key `{key}` (expected {})", OneOf(expected))
+            }
+            Kind::UnknownVariant(value, expected) => {
+                format!(
+                    "`{key}`: unknown value `{value}` (expected {})",
+                    OneOf(expected)
+                )
+            }
+            Kind::Message(msg) => with_key(&key, compact(msg)),
+            other => with_key(&key, other.to_string()),
+        };
         if let Some(md) = &err.metadata {
-            let source = match &err.metadata.as_ref().and_then(|m| m.source.clone()) {
-                Some(src) => format!("{} ({src})", md.name),
-                None => md.name.to_string(),
-            };
-            s = format!("{s} (from {source})");
+            match &md.source {
+                Some(src) => s.push_str(&format!(" (from {} {src})", md.name)),
+                None => s.push_str(&format!(" (from {})", md.name)),
+            }
         }
-        parts.push(s.replace('\n', " "));
+        parts.push(s);
     }
     parts.join("; ")
+}
+
+fn with_key(key: &str, msg: String) -> String {
+    if key.is_empty() {
+        msg
+    } else {
+        format!("`{key}`: {msg}")
+    }
+}
+
+/// One line from a message that may span several. The TOML parser's errors
+/// do: a first line naming line and column, a source excerpt with a caret,
+/// then the problem. Squashed as they were, the excerpt turned into
+/// `  | 2 | [poll   |      ^`; it is left out, and the rest joined:
+/// `TOML parse error at line 2, column 6: invalid table header; expected ...`.
+fn compact(msg: &str) -> String {
+    let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
+    let rest: Vec<&str> = lines.filter(|l| !is_excerpt(l)).collect();
+    if rest.is_empty() {
+        first.to_owned()
+    } else {
+        format!("{first}: {}", rest.join("; "))
+    }
+}
+
+/// An excerpt line of a TOML parse error: `|`, `2 | [poll`, `|    ^`.
+fn is_excerpt(line: &str) -> bool {
+    line.trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start()
+        .starts_with('|')
 }
 
 #[cfg(test)]
@@ -544,6 +619,183 @@ mod tests {
             jail.set_env("BULKWATCH_POLL__MAX_RECORDS", "20000");
             let msg = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
             assert!(msg.contains("poll.max_records"), "{msg}");
+            Ok(())
+        });
+    }
+
+    /// Loads `contents` as the config file and returns the error message.
+    fn error_of(contents: &str) -> String {
+        let mut msg = String::new();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", contents)?;
+            msg = Config::load(Some(Path::new("c.toml")), &NoOverrides {})
+                .expect_err(contents)
+                .to_string();
+            Ok(())
+        });
+        msg
+    }
+
+    #[test]
+    fn toml_syntax_errors_are_one_readable_line() {
+        let msg = error_of("stream = \"s\"\n[poll\n");
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.contains("TOML parse error at line 2, column 6: invalid table header"),
+            "{msg}"
+        );
+        assert!(msg.contains("c.toml"), "{msg}");
+        // Not the squashed excerpt `| 2 | [poll   |      ^`.
+        assert!(!msg.contains('|') && !msg.contains('^'), "{msg}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_without_doubled_backticks() {
+        let msg = error_of("strem = \"s\"\n");
+        assert!(
+            msg.contains("unknown key `strem` (expected one of `stream`, `start_position`"),
+            "{msg}"
+        );
+        assert!(!msg.contains("`one of"), "{msg}");
+        assert!(!msg.contains("``"), "{msg}");
+        let msg = error_of("stream = \"s\"\n[poll]\nintervl = \"1s\"\n");
+        assert!(
+            msg.contains("unknown key `poll.intervl` (expected one of `interval`"),
+            "{msg}"
+        );
+        let msg = error_of("stream = \"s\"\nlog_format = \"xml\"\n");
+        assert!(
+            msg.contains(
+                "`log_format`: unknown value `xml` (expected one of `auto`, `json`, `text`)"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn stream_names_follow_kinesis_rules() {
+        for bad in ["bad name with spaces!", "a/b", "ström", &"x".repeat(129)] {
+            let msg = error_of(&format!("stream = {bad:?}\n"));
+            assert!(msg.contains("`stream`"), "{bad}: {msg}");
+        }
+        for good in ["a", "Twilio_events.prod-1", &"x".repeat(128)] {
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("c.toml", &format!("stream = {good:?}\n"))?;
+                Config::load(Some(Path::new("c.toml")), &NoOverrides {})
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            });
+        }
+    }
+
+    /// Every static check of `[[output]]`, `[dead_letter]` and `[delivery]`
+    /// fails loading the settings (so `config check` too), naming the
+    /// output and the key; they used to pass here and fail `run` later at
+    /// "starting outputs" with exit 1.
+    #[test]
+    fn bad_output_settings_fail_validation_naming_output_and_key() {
+        const HOOK: &str = "[[output]]\ntype = \"webhook\"\nname = \"hook\"\n";
+        for (body, needles) in [
+            (
+                format!("{HOOK}url = \"http://example.com/x\"\nsecret = \"k\""),
+                &["\"hook\"", "`url`", "allow_insecure_http"][..],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\""),
+                &["\"hook\"", "secret_env"],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\"\nsecret = \"k\"\nsecret_env = \"V\""),
+                &["\"hook\"", "`secret`", "`secret_env`"],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\"\nsecret = \"k\"\nstatuses = []"),
+                &["\"hook\"", "`statuses = []`"],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\"\nsecret = \"k\"\nstatuses = [\"COMPLETE\"]"),
+                &["\"hook\"", "`statuses`", "\"COMPLETE\"", "COMPLETED, FAILED"],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\"\nsecret = \"k\"\nfriendly_name_pattern = \"([\""),
+                &["\"hook\"", "`friendly_name_pattern`"],
+            ),
+            (
+                format!("{HOOK}url = \"https://example.com/x\"\nsecret = \"k\"\nconcurrency = 0"),
+                &["\"hook\"", "`concurrency`"],
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\nname = \"a\"\n[[output]]\ntype = \"file\"\nname = \"a\"\npath = \"x\"".into(),
+                &["\"a\"", "unique"],
+            ),
+            (
+                // The default names (`<type>-<index>`) count too.
+                "[[output]]\ntype = \"stdout\"\n[[output]]\ntype = \"stdout\"\nname = \"stdout-0\"".into(),
+                &["\"stdout-0\"", "unique"],
+            ),
+            (
+                "[[output]]\ntype = \"sqs\"\nqueue_url = \"not a url\"".into(),
+                &["\"sqs-0\"", "`queue_url`"],
+            ),
+            (
+                "[[output]]\ntype = \"sqs\"\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/q\"\nattempt_timeout = \"20s\"".into(),
+                &["\"sqs-0\"", "`attempt_timeout`"],
+            ),
+            (
+                "[[output]]\ntype = \"sns\"\ntopic_arn = \"jobs\"".into(),
+                &["\"sns-0\"", "`topic_arn`"],
+            ),
+            (
+                "[[output]]\ntype = \"eventbridge\"\nsource = \"\"".into(),
+                &["\"eventbridge-0\"", "`source`"],
+            ),
+            (
+                "[dead_letter]\ntype = \"sqs\"\nqueue_url = \"\"".into(),
+                &["[dead_letter]", "`queue_url`"],
+            ),
+            (
+                "[delivery]\nbackoff_min = \"1m\"\nbackoff_max = \"30s\"".into(),
+                &["`delivery.backoff_min`", "`delivery.backoff_max`"],
+            ),
+            (
+                "[delivery]\nbackoff_min = \"0s\"".into(),
+                &["`delivery.backoff_min`"],
+            ),
+            (
+                "[delivery]\nqueue_capacity = 0".into(),
+                &["`delivery.queue_capacity`"],
+            ),
+        ] {
+            let msg = error_of(&format!("stream = \"s\"\n{body}\n"));
+            assert!(!msg.contains('\n'), "{body}: {msg}");
+            for needle in needles {
+                assert!(msg.contains(needle), "{body}: want {needle:?} in: {msg}");
+            }
+        }
+    }
+
+    /// `secret_env` naming an unset variable fails `check_environment` (run
+    /// and config check), not loading, so that `jobs` and `checkpoints`
+    /// work where the secret is not.
+    #[test]
+    fn unset_secret_env_fails_the_environment_check() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "stream = \"s\"\n[[output]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"https://example.com/x\"\nsecret_env = \"HOOK_SECRET_FOR_TEST\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("c.toml")), &NoOverrides {})
+                .map_err(|e| e.to_string())?;
+            let msg = c.check_environment().unwrap_err().to_string();
+            assert!(msg.contains("\"hook\""), "{msg}");
+            assert!(msg.contains("`secret_env`"), "{msg}");
+            assert!(msg.contains("HOOK_SECRET_FOR_TEST"), "{msg}");
+            assert!(msg.contains("not set"), "{msg}");
+            jail.set_env("HOOK_SECRET_FOR_TEST", "");
+            let msg = c.check_environment().unwrap_err().to_string();
+            assert!(msg.contains("empty"), "{msg}");
+            jail.set_env("HOOK_SECRET_FOR_TEST", "k");
+            c.check_environment().map_err(|e| e.to_string())?;
             Ok(())
         });
     }

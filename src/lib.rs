@@ -26,8 +26,11 @@
 //!   output → checkpoint; this is where the delivery guarantee is kept.
 //! - [`config`], [`cli`], [`ops`]: settings, the command line, and the
 //!   operational plumbing (shutdown, logging).
+//! - [`aws_error`]: failed AWS calls described with their HTTP status and
+//!   classified as transient or permanent.
 #![forbid(unsafe_code)]
 
+pub mod aws_error;
 pub mod cli;
 pub mod config;
 pub mod decode;

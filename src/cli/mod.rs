@@ -140,6 +140,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => {
             let config = load(args)?;
             config.stream()?;
+            config.check_environment()?;
             crate::ops::logging::init(config.log_format, &config.log_level);
             run::run(config)
         }
@@ -170,8 +171,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Config::load(cli.config.as_deref(), &Overrides::default())
         })),
         Command::Config(ConfigCommand::Check(args)) => {
+            // The same checks as `run`, so that a passing check means `run`
+            // gets past its settings.
             let config = load(args)?;
             config.stream()?;
+            config.check_environment()?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&config)

@@ -15,10 +15,10 @@ use crate::ops::shutdown;
 use crate::output::Outputs;
 use crate::pipeline::Pipeline;
 use crate::source::coordinator::Coordinator;
-use crate::source::kinesis::{list_shards, load_aws_config};
+use crate::source::kinesis::{list_shards_at_startup, load_aws_config};
 use crate::store::dynamodb::{DynamoConfig, DynamoStore};
 use crate::store::embedded::EmbeddedStore;
-use crate::store::{JobStore, LeasedStore};
+use crate::store::{Lease, LeaseCheckpoint, LeasedStore};
 use crate::track::{JobState, JobStatus, Tracker};
 
 #[derive(Debug, Args, Clone)]
@@ -51,10 +51,15 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CheckpointsCommand {
-    /// List every shard's checkpoint as JSON lines.
+    /// List every leased shard of the stream with its checkpoint, one JSON
+    /// line each: {"shard_id", "checkpoint": sequence number, "SHARD_END" or
+    /// null (none yet), "start", "owner", "lease_counter",
+    /// "parent_shard_ids", "child_shard_ids"} (docs/operations.md). Creates
+    /// nothing: a state dir that does not exist is an error (exit 1).
     List(RunArgs),
-    /// Forget one shard's checkpoint, so it restarts from the start
-    /// position. Stop the worker first.
+    /// Forget one shard's checkpoint (delete its lease), so it restarts
+    /// from the start position. Stop the worker first. Exits 1 when the
+    /// shard has no lease or checkpoint.
     Reset {
         /// The shard id, e.g. shardId-000000000001.
         #[arg(long, value_name = "SHARD_ID")]
@@ -114,19 +119,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Opens the configured store, scoped to the stream.
+/// Opens the worker's store, scoped to the stream, creating what is
+/// missing (the state dir and database, or the DynamoDB tables when
+/// `create_tables`).
 async fn open_store(
     config: &Config,
     aws: &aws_config::SdkConfig,
 ) -> anyhow::Result<Arc<dyn LeasedStore>> {
     let stream = config.stream()?;
     Ok(match config.store.kind {
-        StoreType::Embedded => {
-            let store = EmbeddedStore::open(&config.state_dir)
-                .with_context(|| format!("opening the store in {}", config.state_dir.display()))?
-                .for_stream(stream);
-            Arc::new(store)
-        }
+        // No context added: every error of `open` names the state dir, and
+        // a second copy of the path made the "in use" error hard to read.
+        StoreType::Embedded => Arc::new(EmbeddedStore::open(&config.state_dir)?.for_stream(stream)),
         StoreType::Dynamodb => {
             let worker_id = config
                 .store
@@ -146,34 +150,35 @@ async fn open_store(
     })
 }
 
-/// Opens the configured store for reading job state. Job state is global
-/// (keyed by job sid), so no stream is needed. Unlike `run`, it creates
-/// nothing: a mistyped `--state-dir` or table name is an error, not an
-/// empty listing.
-async fn open_job_store(
+/// Opens the store for an operator command (`checkpoints`, `jobs`). Unlike
+/// `run`, it creates nothing: a mistyped `--state-dir` or table name is an
+/// error, not a new empty store that lists nothing. Checkpoints and leases
+/// are those of `stream`; job state is global, so `jobs` passes none.
+///
+/// The AWS config is loaded only for DynamoDB: the embedded store is a
+/// local file, and loading the chain without AWS_REGION made the SDK
+/// print several long warnings about IMDS (the EC2 metadata service) before
+/// a purely local listing.
+async fn open_operator_store(
     config: &Config,
-    aws: &aws_config::SdkConfig,
-) -> anyhow::Result<Arc<dyn JobStore>> {
+    stream: Option<&str>,
+) -> anyhow::Result<Arc<dyn LeasedStore>> {
     Ok(match config.store.kind {
         StoreType::Embedded => {
-            let file = config.state_dir.join(crate::store::embedded::FILE_NAME);
-            anyhow::ensure!(
-                file.exists(),
-                "no embedded store in {} (no {}); is --state-dir right?",
-                config.state_dir.display(),
-                file.display()
-            );
-            let store = EmbeddedStore::open(&config.state_dir)
-                .with_context(|| format!("opening the store in {}", config.state_dir.display()))?;
-            Arc::new(store)
+            let store = EmbeddedStore::open_existing(&config.state_dir)?;
+            match stream {
+                Some(s) => Arc::new(store.for_stream(s)),
+                None => Arc::new(store),
+            }
         }
         StoreType::Dynamodb => {
+            let aws = load_aws_config(&config.aws_timeouts).await;
             let mut dc = DynamoConfig::new(&config.store.table, "bulkwatch-cli");
             if let Some(t) = &config.store.job_table {
                 dc.job_table = t.clone();
             }
             dc.create_tables = false;
-            let store = DynamoStore::connect(aws, dc).await.with_context(|| {
+            let store = DynamoStore::connect(&aws, dc).await.with_context(|| {
                 format!("opening the DynamoDB store (table {})", config.store.table)
             })?;
             Arc::new(store)
@@ -206,14 +211,22 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         let client = aws_sdk_kinesis::Client::new(&aws);
 
         // Fail fast on a stream that is not there: a typo should be one
-        // clear line, not a worker that retries forever.
-        let shards = list_shards(&client, &stream).await.with_context(|| {
-            format!(
-                "cannot read stream {stream} (region {}, endpoint {})",
-                aws.region().map(|r| r.to_string()).unwrap_or_else(|| "unset".into()),
-                std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "default".into())
-            )
-        })?;
+        // clear line, not a worker that retries forever. A transient
+        // failure (timeout, throttling, 5xx) is retried, as it is later on.
+        let shards = list_shards_at_startup(&client, &stream, &shutdown)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot read stream {stream} (region {}, endpoint {})",
+                    aws.region().map(|r| r.to_string()).unwrap_or_else(|| "unset".into()),
+                    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "default".into())
+                )
+            })?;
+        let Some(shards) = shards else {
+            // Nothing was read, so there is nothing to drain.
+            tracing::info!(message = "Shutdown requested during start-up; exiting.", stream = %stream);
+            return Ok(ExitCode::SUCCESS);
+        };
 
         let metrics = Metrics::new();
         metrics.set_stream(&stream);
@@ -316,24 +329,94 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
 /// `bulkwatch checkpoints list|reset`.
 pub fn checkpoints(config: Config, cmd: &CheckpointsCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let aws = load_aws_config(&config.aws_timeouts).await;
-        let store = open_store(&config, &aws).await?;
+        let stream = config.stream()?;
+        let store = open_operator_store(&config, Some(stream)).await?;
         match cmd {
             CheckpointsCommand::List(_) => {
-                for (shard, cp) in store.list_checkpoints().await? {
-                    println!(
-                        "{}",
-                        serde_json::json!({ "shard_id": shard, "checkpoint": cp })
+                // Every lease, not only those with a checkpoint: a shard a
+                // worker has leased but not yet checkpointed is worth
+                // seeing (it will start at its start position).
+                let leases = store.list_leases().await?;
+                if leases.is_empty() {
+                    eprintln!(
+                        "bulkwatch: no leases or checkpoints for stream {stream} in {}",
+                        store_location(&config)
                     );
                 }
+                for lease in &leases {
+                    let line = serde_json::to_string(&checkpoint_line(lease))
+                        .context("printing a checkpoint")?;
+                    println!("{line}");
+                }
+                Ok(ExitCode::SUCCESS)
             }
             CheckpointsCommand::Reset { shard, .. } => {
+                // Say so when there was nothing to forget: a mistyped shard
+                // id or stream must not look like a successful reset.
+                let Some(lease) = store.get_lease(shard).await? else {
+                    eprintln!(
+                        "bulkwatch: no checkpoint or lease for shard {shard} of stream {stream} in {}; nothing reset (see `bulkwatch checkpoints list --stream {stream}`)",
+                        store_location(&config)
+                    );
+                    return Ok(ExitCode::from(1));
+                };
                 store.delete_checkpoint(shard).await?;
-                eprintln!("bulkwatch: checkpoint of {shard} reset");
+                let was = match lease.checkpoint.to_checkpoint() {
+                    Some(_) => format!("checkpoint {}", lease.checkpoint.kcl_checkpoint()),
+                    None => "no checkpoint yet".to_owned(),
+                };
+                eprintln!(
+                    "bulkwatch: lease of shard {shard} of stream {stream} deleted (it had {was}); the shard restarts from the start position on the next run"
+                );
+                Ok(ExitCode::SUCCESS)
             }
         }
-        Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Where the operator commands looked, for their messages.
+fn store_location(config: &Config) -> String {
+    match config.store.kind {
+        StoreType::Embedded => format!("state dir {}", config.state_dir.display()),
+        StoreType::Dynamodb => format!("DynamoDB table {}", config.store.table),
+    }
+}
+
+/// One line of `bulkwatch checkpoints list`. A stable shape, documented in
+/// docs/operations.md; it is built by hand rather than by serialising the
+/// store's types, so a change to those cannot change the output.
+fn checkpoint_line(lease: &Lease) -> CheckpointLine<'_> {
+    // The sequence number after which reading resumes, SHARD_END, or null
+    // when the shard has no checkpoint yet; then `start` says where it
+    // begins (the lease's KCL sentinel).
+    let (checkpoint, start) = match &lease.checkpoint {
+        LeaseCheckpoint::Sequence {
+            sequence_number, ..
+        } => (Some(sequence_number.as_str()), None),
+        LeaseCheckpoint::ShardEnd => (Some("SHARD_END"), None),
+        unstarted => (None, Some(unstarted.kcl_checkpoint())),
+    };
+    CheckpointLine {
+        shard_id: &lease.shard_id,
+        checkpoint,
+        start,
+        owner: lease.owner.as_deref(),
+        lease_counter: lease.counter,
+        parent_shard_ids: &lease.parent_shard_ids,
+        child_shard_ids: &lease.child_shard_ids,
+    }
+}
+
+/// The fields of a `checkpoints list` line, in this order.
+#[derive(serde::Serialize)]
+struct CheckpointLine<'a> {
+    shard_id: &'a str,
+    checkpoint: Option<&'a str>,
+    start: Option<&'a str>,
+    owner: Option<&'a str>,
+    lease_counter: u64,
+    parent_shard_ids: &'a [String],
+    child_shard_ids: &'a [String],
 }
 
 /// One line of `bulkwatch jobs list`: the current state, without the
@@ -383,8 +466,7 @@ fn status_matches(job: &JobState, wanted: &[JobStatus]) -> bool {
 /// `bulkwatch jobs list|show`.
 pub fn jobs(config: Config, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let aws = load_aws_config(&config.aws_timeouts).await;
-        let store = open_job_store(&config, &aws).await?;
+        let store = open_operator_store(&config, None).await?;
         match cmd {
             JobsCommand::List { status, .. } => {
                 let wanted: Vec<JobStatus> = status.iter().map(|s| JobStatus::parse(s)).collect();
@@ -418,7 +500,7 @@ pub fn jobs(config: Config, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::JobUpdate;
+    use crate::store::{JobStore, JobUpdate};
     use crate::track::HistoryEntry;
 
     fn job(sid: &str, status: JobStatus, history: usize) -> JobState {
@@ -491,22 +573,24 @@ mod tests {
         assert!(!json.contains(SECRET), "{json}");
     }
 
+    fn config_in(dir: &std::path::Path) -> Config {
+        let mut c = Config::load(None, &crate::cli::Overrides::default()).unwrap();
+        c.state_dir = dir.to_owned();
+        c.stream = Some("s".into());
+        c
+    }
+
     /// The embedded store end to end through the same functions the
     /// command uses (the CLI test in tests/ops.rs runs the binary).
     #[tokio::test]
     async fn embedded_store_lists_and_shows() {
         let dir = tempfile::tempdir().unwrap();
-        let config = {
-            let mut c = Config::load(None, &crate::cli::Overrides::default()).unwrap();
-            c.state_dir = dir.path().to_owned();
-            c
-        };
-        let aws = aws_config::SdkConfig::builder().build();
-        let err = match open_job_store(&config, &aws).await {
+        let config = config_in(dir.path());
+        let err = match open_operator_store(&config, None).await {
             Ok(_) => panic!("an empty state dir must be an error"),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err.contains("no embedded store"), "{err}");
+        assert!(err.contains("holds no bulkwatch store"), "{err}");
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             let updates: Vec<JobUpdate> = [
@@ -521,10 +605,174 @@ mod tests {
             .collect();
             assert!(store.save_jobs(&updates).await.unwrap().is_empty());
         }
-        let store = open_job_store(&config, &aws).await.unwrap();
+        let store = open_operator_store(&config, None).await.unwrap();
         let jobs = store.list_jobs().await.unwrap();
         assert_eq!(jobs.len(), 2);
         let got = store.load_jobs(&["JW1"]).await.unwrap();
         assert_eq!(got["JW1"].value.history.len(), 3);
+    }
+
+    /// `checkpoints list --state-dir does-not-exist-dir` used to create the
+    /// directory and print nothing.
+    #[test]
+    fn operator_commands_do_not_create_a_state_dir() {
+        let parent = tempfile::tempdir().unwrap();
+        let missing = parent.path().join("does-not-exist-dir");
+        let config = config_in(&missing);
+        let rt = runtime().unwrap();
+        for stream in [Some("s"), None] {
+            let err = match rt.block_on(open_operator_store(&config, stream)) {
+                Ok(_) => panic!("a missing state dir must be an error"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains("does not exist"), "{err}");
+            assert!(err.contains("does-not-exist-dir"), "{err}");
+        }
+        assert!(!missing.exists(), "the state dir was created");
+        // Through the command: exit 1 (an error), nothing created.
+        let err = checkpoints(config, &CheckpointsCommand::List(args()))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+        assert!(!missing.exists(), "the state dir was created");
+    }
+
+    fn args() -> RunArgs {
+        RunArgs {
+            stream: None,
+            start_position: None,
+            state_dir: None,
+            health_listen: None,
+        }
+    }
+
+    /// A lease with no checkpoint yet is listed too, and the shape is the
+    /// documented one, not the store's Rust enums.
+    #[tokio::test]
+    async fn checkpoint_lines_have_the_documented_shape() {
+        use crate::store::{CheckpointStore, LeaseStore, NewLease};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap().for_stream("s");
+            for id in [
+                "shardId-000000000000",
+                "shardId-000000000001",
+                "shardId-000000000002",
+            ] {
+                store
+                    .create_lease_if_absent(&NewLease {
+                        shard_id: id.into(),
+                        parent_shard_ids: vec![],
+                        hash_key_range: None,
+                        checkpoint: LeaseCheckpoint::TrimHorizon,
+                    })
+                    .await
+                    .unwrap();
+            }
+            store
+                .set_checkpoint(
+                    "shardId-000000000001",
+                    &crate::store::Checkpoint::Sequence("4965".into()),
+                )
+                .await
+                .unwrap();
+            store
+                .set_checkpoint("shardId-000000000002", &crate::store::Checkpoint::ShardEnd)
+                .await
+                .unwrap();
+        }
+        let store = open_operator_store(&config_in(dir.path()), Some("s"))
+            .await
+            .unwrap();
+        let lines: Vec<serde_json::Value> = store
+            .list_leases()
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| serde_json::to_value(checkpoint_line(l)).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[0]["shard_id"], "shardId-000000000000");
+        assert_eq!(lines[0]["checkpoint"], serde_json::Value::Null);
+        assert_eq!(lines[0]["start"], "TRIM_HORIZON");
+        assert_eq!(lines[1]["checkpoint"], "4965");
+        assert_eq!(lines[1]["start"], serde_json::Value::Null);
+        assert_eq!(lines[1]["owner"], "embedded");
+        assert!(lines[1]["lease_counter"].is_u64());
+        assert_eq!(lines[2]["checkpoint"], "SHARD_END");
+        for l in &lines {
+            let mut keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(
+                keys,
+                [
+                    "checkpoint",
+                    "child_shard_ids",
+                    "lease_counter",
+                    "owner",
+                    "parent_shard_ids",
+                    "shard_id",
+                    "start"
+                ]
+            );
+        }
+    }
+
+    /// `checkpoints reset` of a shard with no lease used to say "reset" and
+    /// exit 0.
+    #[test]
+    fn resetting_an_unknown_shard_exits_1() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(EmbeddedStore::open(dir.path()).unwrap());
+        let reset = |shard: &str| {
+            checkpoints(
+                config_in(dir.path()),
+                &CheckpointsCommand::Reset {
+                    shard: shard.into(),
+                    args: args(),
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(reset("shardId-999"), ExitCode::from(1));
+        {
+            let rt = runtime().unwrap();
+            rt.block_on(async {
+                use crate::store::{LeaseStore, NewLease};
+                let store = EmbeddedStore::open(dir.path()).unwrap().for_stream("s");
+                store
+                    .create_lease_if_absent(&NewLease {
+                        shard_id: "shardId-000000000000".into(),
+                        parent_shard_ids: vec![],
+                        hash_key_range: None,
+                        checkpoint: LeaseCheckpoint::TrimHorizon,
+                    })
+                    .await
+                    .unwrap();
+            });
+        }
+        assert_eq!(reset("shardId-000000000000"), ExitCode::SUCCESS);
+        // Gone now: a second reset has nothing to forget.
+        assert_eq!(reset("shardId-000000000000"), ExitCode::from(1));
+    }
+
+    /// The "in use" error used to print its sentence twice (an error that
+    /// both displayed and returned as `source` its inner error).
+    #[test]
+    fn locked_state_dir_error_says_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = EmbeddedStore::open(dir.path()).unwrap();
+        let rt = runtime().unwrap();
+        let err = rt
+            .block_on(open_operator_store(&config_in(dir.path()), Some("s")))
+            .map(|_| ())
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert_eq!(text.matches("in use by another").count(), 1, "{text}");
+        assert_eq!(
+            text.matches(&*dir.path().to_string_lossy()).count(),
+            2,
+            "{text}"
+        );
     }
 }

@@ -373,3 +373,285 @@ fn default_source() -> String {
 fn default_detail_type() -> String {
     "Lookup Bulk Job Status Change".into()
 }
+
+// ---------------------------------------------------------------- validation
+//
+// Everything about the output settings that can be judged without the
+// network lives here, so that `bulkwatch config check` and `bulkwatch run`
+// refuse a bad setting the same way (exit 2, one line naming the output and
+// the key) before anything starts. Only what needs the network (building
+// the AWS and HTTP clients) or the filesystem (opening files) is left to
+// `Outputs::start`.
+
+impl OutputConfig {
+    /// The name used in logs, counters and dead-letter entries: `name`, or
+    /// `<type>-<index>` for the output at `index` of `[[output]]`.
+    pub fn name_or_default(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{index}", self.kind.type_name()))
+    }
+}
+
+impl OutputsConfig {
+    /// Checks every `[[output]]`, `[dead_letter]` and `[delivery]` key that
+    /// needs neither the network nor the environment. The message names the
+    /// output (or table) and the key, on one line.
+    pub fn validate(&self) -> Result<(), String> {
+        self.delivery.validate()?;
+        let mut names: Vec<String> = Vec::with_capacity(self.outputs.len());
+        for (i, output) in self.outputs.iter().enumerate() {
+            let name = output.name_or_default(i);
+            if names.contains(&name) {
+                return Err(format!(
+                    "two outputs are named {name:?}; output names must be unique (set `name` on one of them)"
+                ));
+            }
+            output
+                .validate()
+                .map_err(|e| format!("output {name:?} (type {}): {e}", output.kind.type_name()))?;
+            names.push(name);
+        }
+        match &self.dead_letter {
+            None => Ok(()),
+            Some(DeadLetterConfig::File(f)) => check_path(&f.path),
+            Some(DeadLetterConfig::Sqs(s)) => s.validate(),
+        }
+        .map_err(|e| format!("[dead_letter]: {e}"))?;
+        Ok(())
+    }
+
+    /// Checks what the settings take from the rest of the environment: that
+    /// every webhook's `secret_env` names a variable that is set and not
+    /// empty. Separate from [`OutputsConfig::validate`] because only the
+    /// commands that deliver (`run`, and `config check`, which vouches for
+    /// `run`) need the secrets; the operator commands (`jobs`,
+    /// `checkpoints`) load the same file on a machine that may not have
+    /// them.
+    pub fn check_secrets(&self) -> Result<(), String> {
+        for (i, output) in self.outputs.iter().enumerate() {
+            if let OutputKind::Webhook(WebhookConfig {
+                secret_env: Some(var),
+                ..
+            }) = &output.kind
+            {
+                let problem = match std::env::var_os(var) {
+                    None => "is not set",
+                    Some(v) if v.is_empty() => "is empty",
+                    Some(_) => continue,
+                };
+                return Err(format!(
+                    "output {:?} (type webhook): `secret_env` names the environment variable {var}, which {problem}",
+                    output.name_or_default(i)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DeliveryConfig {
+    /// The retry policy and queue size must make sense on their own.
+    pub fn validate(&self) -> Result<(), String> {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if self.backoff_min.is_zero() {
+            return Err("`delivery.backoff_min` must be more than 0".into());
+        }
+        if self.backoff_min > self.backoff_max {
+            return Err(format!(
+                "`delivery.backoff_min` ({}) must not exceed `delivery.backoff_max` ({})",
+                fmt(self.backoff_min),
+                fmt(self.backoff_max)
+            ));
+        }
+        if self.queue_capacity == 0 {
+            // A queue of 0 batches would block every delivery for ever.
+            return Err("`delivery.queue_capacity` must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl FilterConfig {
+    /// A filter that can never accept anything, or that names a status
+    /// Twilio does not have, is a mistake: the output would silently get
+    /// nothing.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::track::JobStatus;
+        if let Some(statuses) = &self.statuses {
+            if statuses.is_empty() {
+                return Err(
+                    "`statuses = []` would accept nothing; remove the key to accept every status"
+                        .into(),
+                );
+            }
+            for s in statuses {
+                if !JobStatus::parse(s.trim()).is_known() {
+                    let valid: Vec<String> = JobStatus::known().map(|s| s.to_string()).collect();
+                    return Err(format!(
+                        "`statuses` has {s:?}, which is not a Twilio job status; valid statuses (case-insensitive): {}",
+                        valid.join(", ")
+                    ));
+                }
+            }
+            if self.terminal_only
+                && !statuses
+                    .iter()
+                    .any(|s| JobStatus::parse(s.trim()).is_terminal())
+            {
+                return Err(
+                    "`terminal_only = true` with `statuses` that holds no terminal status (COMPLETED, FAILED, CANCELED, STOPPED) would accept nothing"
+                        .into(),
+                );
+            }
+        }
+        if let Some(p) = &self.friendly_name_pattern
+            && let Err(e) = regex_lite::Regex::new(p)
+        {
+            return Err(format!(
+                "`friendly_name_pattern` = {p:?} is not a valid regular expression: {}",
+                one_line(&e.to_string())
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl OutputConfig {
+    fn validate(&self) -> Result<(), String> {
+        self.filter.validate()?;
+        match &self.kind {
+            OutputKind::Stdout(_) => Ok(()),
+            OutputKind::File(f) => check_path(&f.path),
+            OutputKind::Webhook(w) => w.validate(),
+            OutputKind::Sqs(s) => s.validate(),
+            OutputKind::Sns(s) => s.validate(),
+            OutputKind::EventBridge(e) => e.validate(),
+        }
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self) -> Result<(), String> {
+        // The same rule the webhook output applies when it starts (one
+        // function, so the two can never disagree).
+        super::webhook::check_url(&self.url, self.allow_insecure_http)
+            .map_err(|e| format!("`url`: {}", one_line(&format!("{e:#}"))))?;
+        match (&self.secret, &self.secret_env) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "`secret` and `secret_env` are both set; set only one (`secret_env` preferred)"
+                        .into(),
+                );
+            }
+            (None, None) => {
+                return Err(
+                    "a signing secret is required: set `secret_env = \"VAR\"` (preferred) or `secret`"
+                        .into(),
+                );
+            }
+            (Some(s), None) if s.expose().is_empty() => {
+                return Err("`secret` is empty".into());
+            }
+            (None, Some(var)) if var.trim().is_empty() => {
+                return Err("`secret_env` is empty; name an environment variable".into());
+            }
+            _ => {}
+        }
+        positive("connect_timeout", self.connect_timeout)?;
+        positive("timeout", self.timeout)?;
+        if self.concurrency == 0 {
+            return Err("`concurrency` must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl SqsConfig {
+    fn validate(&self) -> Result<(), String> {
+        match reqwest::Url::parse(&self.queue_url) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "`queue_url` = {:?} is not a queue URL like https://sqs.<region>.amazonaws.com/<account>/<queue>",
+                    self.queue_url
+                ));
+            }
+        }
+        self.client_config().validate()
+    }
+}
+
+impl SnsConfig {
+    fn validate(&self) -> Result<(), String> {
+        // arn:<partition>:sns:<region>:<account>:<topic>
+        let parts: Vec<&str> = self.topic_arn.split(':').collect();
+        let ok = parts.len() == 6
+            && parts[0] == "arn"
+            && parts[2] == "sns"
+            && parts.iter().all(|p| !p.is_empty());
+        if !ok {
+            return Err(format!(
+                "`topic_arn` = {:?} is not an SNS topic ARN like arn:aws:sns:<region>:<account>:<topic>",
+                self.topic_arn
+            ));
+        }
+        self.client_config().validate()
+    }
+}
+
+impl EventBridgeConfig {
+    fn validate(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("event_bus", &self.event_bus),
+            ("source", &self.source),
+            ("detail_type", &self.detail_type),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("`{key}` must not be empty"));
+            }
+        }
+        self.client_config().validate()
+    }
+}
+
+impl AwsClientConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err("`region` is empty; remove it to use the standard AWS chain".into());
+        }
+        positive("timeout", self.timeout)?;
+        positive("attempt_timeout", self.attempt_timeout)?;
+        if self.attempt_timeout > self.timeout {
+            return Err(format!(
+                "`attempt_timeout` ({}) must not exceed `timeout` ({}), which bounds every attempt together",
+                humantime::format_duration(self.attempt_timeout),
+                humantime::format_duration(self.timeout)
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_path(path: &std::path::Path) -> Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err("`path` must not be empty".into());
+    }
+    Ok(())
+}
+
+fn positive(key: &str, d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        return Err(format!("`{key}` must be more than 0"));
+    }
+    Ok(())
+}
+
+/// Messages of other crates may span lines; a config error is one line.
+fn one_line(s: &str) -> String {
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

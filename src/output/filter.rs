@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use super::config::FilterConfig;
 use crate::track::Transition;
@@ -20,15 +20,14 @@ pub(crate) struct Filter {
 
 impl Filter {
     pub(crate) fn new(config: &FilterConfig) -> anyhow::Result<Self> {
-        let statuses = match &config.statuses {
-            None => None,
-            // An empty list would silently turn the output off; that is far
-            // more likely a mistake than an intent.
-            Some(list) if list.is_empty() => {
-                bail!("`statuses = []` would accept nothing; remove the key to accept every status")
-            }
-            Some(list) => Some(list.iter().map(|s| s.trim().to_ascii_uppercase()).collect()),
-        };
+        // The rules live with the settings (config validation refuses a bad
+        // filter before anything starts); checked again here for callers
+        // that build a filter without going through it.
+        config.validate().map_err(anyhow::Error::msg)?;
+        let statuses = config
+            .statuses
+            .as_ref()
+            .map(|list| list.iter().map(|s| s.trim().to_ascii_uppercase()).collect());
         let friendly_name = config
             .friendly_name_pattern
             .as_deref()
@@ -161,5 +160,48 @@ mod tests {
         };
         let err = format!("{:#}", Filter::new(&bad).unwrap_err());
         assert!(err.contains("friendly_name_pattern"), "{err}");
+    }
+
+    /// A typo such as COMPLETE used to be accepted, and the output then
+    /// silently received nothing.
+    #[test]
+    fn unknown_statuses_are_refused_listing_the_valid_ones() {
+        let typo = FilterConfig {
+            statuses: Some(vec!["COMPLETE".into()]),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Filter::new(&typo).unwrap_err());
+        assert!(err.contains("\"COMPLETE\""), "{err}");
+        for valid in [
+            "CREATED",
+            "FILE_RECEIVED",
+            "QUEUED",
+            "PROCESSING",
+            "IN_PROGRESS",
+            "STOP_REQUESTED",
+            "COMPLETED",
+            "FAILED",
+            "CANCELED",
+            "STOPPED",
+        ] {
+            assert!(err.contains(valid), "{valid} missing: {err}");
+        }
+        // Every known status, in any case and with spaces, is fine.
+        let all = FilterConfig {
+            statuses: Some(vec![" in_progress ".into(), "Stop_Requested".into()]),
+            ..Default::default()
+        };
+        assert!(Filter::new(&all).is_ok());
+    }
+
+    #[test]
+    fn terminal_only_with_no_terminal_status_is_refused() {
+        let nothing = FilterConfig {
+            statuses: Some(vec!["QUEUED".into()]),
+            terminal_only: true,
+            ..Default::default()
+        };
+        let err = format!("{:#}", Filter::new(&nothing).unwrap_err());
+        assert!(err.contains("terminal_only"), "{err}");
     }
 }

@@ -107,9 +107,14 @@ pub(crate) struct Built {
 }
 
 impl Outputs {
-    /// Builds every configured output (validating the config: a bad URL, a
-    /// missing secret or an unwritable path fails here, not later) and spawns
-    /// its delivery task.
+    /// Builds every configured output and spawns its delivery task.
+    ///
+    /// The settings are validated by the config stage before this runs
+    /// ([`OutputsConfig::validate`], [`OutputsConfig::check_secrets`]: a bad
+    /// URL, a missing secret, an unknown status); they are checked again
+    /// here for callers that build an `OutputsConfig` themselves. What only
+    /// start-up can find out fails here: a file that cannot be opened, a
+    /// client that cannot be built.
     ///
     /// `shutdown`: once cancelled, outputs finish the attempt in flight but
     /// start no new one, and every waiting `deliver` returns
@@ -122,7 +127,9 @@ impl Outputs {
         state_dir: &Path,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Outputs> {
-        // Validate the policy before opening files or spawning anything.
+        // Validate everything before opening files or spawning anything.
+        config.validate().map_err(anyhow::Error::msg)?;
+        config.check_secrets().map_err(anyhow::Error::msg)?;
         RetryPolicy::new(&config.delivery)?;
         let dead_letter: Box<dyn DeadLetterSink> = match &config.dead_letter {
             None => Box::new(
@@ -146,10 +153,8 @@ impl Outputs {
         let mut built = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let kind = c.kind.type_name();
-            let name = c.name.clone().unwrap_or_else(|| format!("{kind}-{i}"));
-            if built.iter().any(|b: &Built| b.name == name) {
-                bail!("two outputs are named {name:?}; output names must be unique");
-            }
+            // Unique: `validate` checked it.
+            let name = c.name_or_default(i);
             let filter = Filter::new(&c.filter).with_context(|| format!("output {name:?}"))?;
             let sink: Box<dyn Sink> = match &c.kind {
                 OutputKind::Stdout(_) => Box::new(local::StdoutSink::new()),

@@ -275,7 +275,7 @@ impl ShardReader {
                         stream = %self.stream,
                         shard = %self.shard_id,
                         throttled,
-                        error = %aws_error_chain(&err),
+                        error = %crate::aws_error::describe(&err),
                         retry_in_ms = wait.as_millis() as u64
                     );
                     iterator = Some(it);
@@ -395,22 +395,9 @@ impl ShardReader {
         let out = req
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!(aws_error_chain(&e)))?;
+            .map_err(|e| anyhow::anyhow!(crate::aws_error::describe(&e)))?;
         out.shard_iterator()
             .map(str::to_owned)
             .ok_or_else(|| anyhow::anyhow!("GetShardIterator returned no iterator"))
     }
-}
-
-/// The SDK's Display for an error is just "service error"; operators need
-/// the whole chain to act.
-pub(crate) fn aws_error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = err.to_string();
-    let mut src = err.source();
-    while let Some(e) = src {
-        s.push_str(": ");
-        s.push_str(&e.to_string());
-        src = e.source();
-    }
-    s
 }

@@ -129,10 +129,30 @@ impl std::fmt::Debug for DynamoStore {
     }
 }
 
-fn backend(context: String, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    // DisplayErrorContext prints the whole source chain; an SdkError's own
-    // Display is just "service error".
-    StoreError::Backend(anyhow!("{context}: {}", DisplayErrorContext(e)))
+fn backend(context: String, e: impl Describe) -> StoreError {
+    StoreError::Backend(anyhow!("{context}: {}", e.describe()))
+}
+
+/// An error's whole source chain on one line: an SdkError's own Display is
+/// just "service error".
+trait Describe {
+    fn describe(&self) -> String;
+}
+
+/// With the HTTP status, when there was a response (a wrong endpoint's
+/// empty 404 says nothing else).
+impl<E: std::error::Error + 'static> Describe
+    for SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>
+{
+    fn describe(&self) -> String {
+        crate::aws_error::describe(self)
+    }
+}
+
+impl Describe for aws_sdk_dynamodb::error::BuildError {
+    fn describe(&self) -> String {
+        DisplayErrorContext(self).to_string()
+    }
 }
 
 fn is_condition_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {

@@ -207,11 +207,44 @@ impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state dir {}", dir.display()))?;
+        Self::open_db(dir, true)
+    }
+
+    /// Opens the store in `dir` only if a worker has created it there, and
+    /// creates nothing: for the operator commands, which only read (or
+    /// forget a checkpoint), so that a mistyped `--state-dir` is an error
+    /// instead of a new, empty store that lists nothing.
+    pub fn open_existing(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        if !dir.is_dir() {
+            return Err(anyhow!(
+                "state dir {} does not exist (is --state-dir, `state_dir` or BULKWATCH_STATE_DIR right?)",
+                dir.display()
+            )
+            .into());
+        }
+        if !dir.join(FILE_NAME).is_file() {
+            return Err(anyhow!(
+                "state dir {} holds no bulkwatch store (no {FILE_NAME}): no worker has run with it (is --state-dir right?)",
+                dir.display()
+            )
+            .into());
+        }
+        Self::open_db(dir, false)
+    }
+
+    fn open_db(dir: &Path, create: bool) -> Result<EmbeddedStore, StoreError> {
         let path = dir.join(FILE_NAME);
-        let db = match Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-        {
+        let builder = {
+            let mut b = Database::builder();
+            b.set_cache_size(CACHE_BYTES);
+            b
+        };
+        let opened = if create {
+            builder.create(&path)
+        } else {
+            builder.open(&path)
+        };
+        let db = match opened {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(anyhow!(

@@ -46,7 +46,11 @@ pub enum StoreError {
     /// The lease this worker wrote under is no longer its own.
     #[error("lease for shard {shard_id} is no longer held by this worker")]
     LeaseLost { shard_id: String },
-    #[error("store backend error: {0}")]
+    /// Transparent: the inner error already says what failed (and is the
+    /// `source` as well), so adding a message of our own and displaying the
+    /// inner one would print every sentence of it twice in an anyhow chain
+    /// (`{:#}`), as "state dir … is locked" once was.
+    #[error(transparent)]
     Backend(#[from] anyhow::Error),
 }
 

@@ -85,13 +85,16 @@ pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
-/// One shard's checkpoint as `bulkwatch checkpoints list` prints it.
+/// One shard's checkpoint as `bulkwatch checkpoints list` prints it
+/// (docs/operations.md): `"checkpoint"` is a sequence number, `"SHARD_END"`
+/// or null (a lease with no checkpoint yet; `"start"` says where it starts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checkpoint {
     Sequence(String),
     ShardEnd,
-    /// Anything else (a start position not yet passed), as printed.
-    Other(String),
+    /// Leased but not checkpointed yet: the lease's start position
+    /// (`TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP`).
+    Unstarted(String),
 }
 
 /// `bulkwatch checkpoints list` (the worker must have exited: the store
@@ -120,13 +123,15 @@ pub fn checkpoints(stream: &str, state_dir: &Path) -> BTreeMap<String, Checkpoin
                 .unwrap_or_else(|| panic!("no shard_id in checkpoints line {l}"))
                 .to_owned();
             let cp = match &v["checkpoint"] {
-                serde_json::Value::String(s) if s == "ShardEnd" => Checkpoint::ShardEnd,
-                serde_json::Value::Object(m)
-                    if m.get("Sequence").is_some_and(|s| s.is_string()) =>
-                {
-                    Checkpoint::Sequence(m["Sequence"].as_str().unwrap_or_default().to_owned())
-                }
-                other => Checkpoint::Other(other.to_string()),
+                serde_json::Value::String(s) if s == "SHARD_END" => Checkpoint::ShardEnd,
+                serde_json::Value::String(s) => Checkpoint::Sequence(s.clone()),
+                serde_json::Value::Null => Checkpoint::Unstarted(
+                    v["start"]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no checkpoint and no start in {l}"))
+                        .to_owned(),
+                ),
+                other => panic!("checkpoints list printed checkpoint {other} in {l}"),
             };
             (shard, cp)
         })
