@@ -19,6 +19,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 use bulkwatch::decode::{Decoded, decode};
 use bulkwatch::source::Origin;
+use bulkwatch::store::embedded::EmbeddedStore;
 use bulkwatch::store::memory::MemoryStore;
 use bulkwatch::track::{DEFAULT_TERMINAL_TTL, Tracker, Verdict};
 
@@ -57,12 +58,18 @@ fn new_jobs() -> Vec<Vec<u8>> {
 /// `BATCH` records: `BATCH / 4` jobs, each walking CREATED → QUEUED →
 /// PROCESSING → COMPLETED, interleaved across jobs as shards deliver them.
 fn lifecycles() -> Vec<Vec<u8>> {
+    lifecycles_from(0)
+}
+
+/// [`lifecycles`] with event ids and job sids numbered from `first`, so
+/// that successive batches are new events of new jobs.
+fn lifecycles_from(first: usize) -> Vec<Vec<u8>> {
     let statuses = ["CREATED", "QUEUED", "PROCESSING", "COMPLETED"];
     let jobs = BATCH / statuses.len();
     let mut out = Vec::with_capacity(BATCH);
     for (step, status) in statuses.iter().enumerate() {
         for job in 0..jobs {
-            out.push(event(step * jobs + job, job, status));
+            out.push(event(first + step * jobs + job, first + job, status));
         }
     }
     out
@@ -193,5 +200,56 @@ fn bench_serialize(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_decode_track, bench_serialize);
+/// The whole per-record path of the worker minus Kinesis: decode, track
+/// against the embedded (redb) store as `bulkwatch run` uses it by default,
+/// and serialize each transition as the stdout output does. Every
+/// iteration is a new batch of [`BATCH`] records (`BATCH / 4` new jobs, each
+/// through four statuses), so the store grows as it does on a long stream
+/// and every batch commits real writes.
+fn bench_embedded_pipeline(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("an embedded store"));
+    let tracker = Tracker::new(store, DEFAULT_TERMINAL_TTL);
+    let mut next_batch = 0usize;
+    let mut g = c.benchmark_group("embedded_pipeline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("lifecycles_1000", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let records = lifecycles_from(next_batch * BATCH);
+                next_batch += 1;
+                let t = std::time::Instant::now();
+                let mut out = Vec::with_capacity(BATCH * 1024);
+                let mut events = Vec::with_capacity(records.len());
+                for (n, r) in records.iter().enumerate() {
+                    if let Decoded::Job(ev) = decode(black_box(r), None) {
+                        events.push((ev, origin(n)));
+                    }
+                }
+                let verdicts = rt.block_on(tracker.track(&events)).expect("tracked");
+                for v in &verdicts {
+                    if let Some(t) = v.transition() {
+                        serde_json::to_writer(&mut out, t).unwrap();
+                        out.push(b'\n');
+                    }
+                }
+                spent += t.elapsed();
+                assert_eq!(verdicts.len(), BATCH);
+                black_box(out);
+            }
+            spent
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_decode_track,
+    bench_serialize,
+    bench_embedded_pipeline
+);
 criterion_main!(benches);
