@@ -279,6 +279,27 @@ impl OpsConfig {
     }
 }
 
+/// The top-level keys of [`Config`], as written in TOML: the environment
+/// variables `BULKWATCH_<KEY>` (and `BULKWATCH_<KEY>__<SUBKEY>`) that are
+/// read as settings. A test keeps it equal to the struct.
+const SETTING_KEYS: &[&str] = &[
+    "stream",
+    "start_position",
+    "state_dir",
+    "terminal_ttl",
+    "shutdown_grace",
+    "log_format",
+    "log_level",
+    "poll",
+    "lease",
+    "store",
+    "aws_timeouts",
+    "output",
+    "dead_letter",
+    "delivery",
+    "ops",
+];
+
 /// Every setting of the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -356,10 +377,16 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         // `__` separates nesting, e.g. BULKWATCH_POLL__INTERVAL=500ms.
-        // BULKWATCH_CONFIG names the file itself and is not a setting.
-        let env = Env::prefixed("BULKWATCH_")
-            .split("__")
-            .filter(|k| !k.as_str().eq_ignore_ascii_case("config"));
+        // Only variables naming a setting are read: the prefix is shared
+        // with variables that are not settings (BULKWATCH_CONFIG names the
+        // file itself; a webhook's `secret_env` may well be
+        // BULKWATCH_WEBHOOK_SECRET), and those must not make the settings
+        // invalid. Below a known section, unknown keys are still errors
+        // (BULKWATCH_POLL__INTERVL is a typo worth stopping for).
+        let env = Env::prefixed("BULKWATCH_").split("__").filter(|k| {
+            let top = k.as_str().split('.').next().unwrap_or_default();
+            SETTING_KEYS.iter().any(|s| s.eq_ignore_ascii_case(top))
+        });
         fig = fig.merge(env).merge(Serialized::defaults(overrides));
         let config: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         config.validate()?;
@@ -570,6 +597,39 @@ mod tests {
 
     #[derive(Serialize)]
     struct NoOverrides {}
+
+    #[test]
+    fn setting_keys_are_the_config_fields() {
+        let mut c = Config::default();
+        c.outputs.push(toml::from_str("type = \"stdout\"").unwrap());
+        c.dead_letter = Some(toml::from_str("type = \"file\"\npath = \"dl.jsonl\"").unwrap());
+        let serde_json::Value::Object(fields) = serde_json::to_value(&c).unwrap() else {
+            panic!("a config serializes to an object")
+        };
+        let mut fields: Vec<&str> = fields.keys().map(String::as_str).collect();
+        let mut keys = SETTING_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys);
+    }
+
+    #[test]
+    fn other_bulkwatch_variables_are_not_settings() {
+        figment::Jail::expect_with(|jail| {
+            // The docs' own example of a webhook secret's variable, and a
+            // build knob: neither is a setting, neither may break loading.
+            jail.set_env("BULKWATCH_WEBHOOK_SECRET", "abc");
+            jail.set_env("BULKWATCH_NICE", "10");
+            jail.set_env("BULKWATCH_STREAM", "s");
+            let c = Config::load(None, &NoOverrides {}).map_err(|e| e.to_string())?;
+            assert_eq!(c.stream.as_deref(), Some("s"));
+            // Below a known section a typo is still an error.
+            jail.set_env("BULKWATCH_POLL__INTERVL", "1s");
+            let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
+            assert!(err.contains("intervl"), "{err}");
+            Ok(())
+        });
+    }
 
     // figment::Jail serialises access to the process environment, so these
     // tests may set variables without racing each other.

@@ -504,6 +504,73 @@ mod endpoint {
             .count();
         assert_eq!(ran_out, 1, "one log line says the grace period ran out");
     }
+
+    /// A drain that cannot finish (its only output is down): a SIGTERM
+    /// repeated at once (as GNU `timeout` or a process-group kill sends it)
+    /// is the same request and must not force the exit; a second signal a
+    /// while later exits at once with 130, well before the grace period.
+    #[test]
+    fn second_signal_forces_exit_but_an_echo_does_not() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "ops-second-signal", 1);
+        let state = state_dir();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let config = state.path().join("bulkwatch.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[output]]\ntype = \"webhook\"\nname = \"down\"\nurl = \"http://{closed}/hook\"\n\
+                 secret = \"k\"\nconnect_timeout = \"200ms\"\n\
+                 [delivery]\nbackoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n"
+            ),
+        )
+        .expect("writing the config");
+        let grace = Duration::from_secs(60);
+        let mut worker = Worker::start_with(
+            "worker",
+            &stream.name,
+            state.path(),
+            &[
+                LISTEN,
+                ("BULKWATCH_CONFIG", config.to_str().expect("utf-8 path")),
+                ("BULKWATCH_SHUTDOWN_GRACE", "60s"),
+            ],
+        );
+        let addr = endpoint(&worker);
+        wait_health(addr, "ready", 200, "started");
+        stream.put(&events::all_events(&events::jobs(3)));
+        wait_metrics(addr, "failed webhook attempts", |s| {
+            s.series("bulkwatch_output_retries_total", &[("output", "down")])
+                .iter()
+                .any(|x| x.value > 0.0)
+        });
+
+        worker.sigterm();
+        let signalled = Instant::now();
+        worker.sigterm();
+        // Past the echo window: still draining (sigterm() panics if the
+        // process has exited, which is what an echo forcing the exit does).
+        std::thread::sleep(bulkwatch::ops::shutdown::ECHO_WINDOW + Duration::from_millis(500));
+        let (live, body) = health(addr, "live");
+        assert_eq!(live, 200, "still draining after the echoed SIGTERM: {body}");
+        worker.sigterm();
+        let status = worker.wait_exit(Duration::from_secs(10));
+        let elapsed = signalled.elapsed();
+        eprintln!(
+            "ops: forced exit {status} {elapsed:?} after the first SIGTERM (grace {grace:?})"
+        );
+        assert_eq!(
+            status.code(),
+            Some(bulkwatch::ops::shutdown::FORCED_EXIT_CODE),
+            "exit code after the second signal"
+        );
+        assert!(
+            elapsed < grace / 2,
+            "the second signal took {elapsed:?} to end the process"
+        );
+    }
 }
 
 // ----------------------------------------------------------------- liveness

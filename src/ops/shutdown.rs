@@ -4,7 +4,9 @@
 //! in-flight batches finish (deliver, then checkpoint) and the process exits
 //! 0. ECS sends SIGTERM and waits `stopTimeout` (30 s by default) before
 //! SIGKILL, so the drain has a grace period shorter than that. A second
-//! signal means the operator does not want to wait: exit at once. Nothing
+//! signal (at least [`ECHO_WINDOW`] after the first: one request delivered
+//! twice is not a second request) means the operator does not want to
+//! wait: exit at once. Nothing
 //! is lost either way, because a checkpoint only ever follows delivery.
 
 use std::time::Duration;
@@ -15,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 /// Exit code for a forced exit on the second signal (128 + SIGINT, the
 /// shell convention for "interrupted").
 pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// Signals this soon after the first one are taken as echoes of it, not as
+/// the second signal that forces an exit.
+pub const ECHO_WINDOW: Duration = Duration::from_secs(1);
 
 /// Spawns the signal watcher and returns the token it cancels.
 pub fn install() -> std::io::Result<CancellationToken> {
@@ -32,9 +38,23 @@ pub fn install() -> std::io::Result<CancellationToken> {
             signal = name
         );
         t.cancel();
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let first = tokio::time::Instant::now();
+        let name = loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            // The same request delivered twice is not a second request:
+            // GNU `timeout` signals the child and then its process group,
+            // and a terminal's Ctrl-C reaches every process of the group.
+            // Only a signal after ECHO_WINDOW means "do not wait".
+            if first.elapsed() >= ECHO_WINDOW {
+                break name;
+            }
+            tracing::debug!(
+                message = "Repeated signal right after the first; still draining.",
+                signal = name
+            );
         };
         tracing::warn!(
             message = "Second signal: exiting now without draining; records after the last checkpoint will be read again.",

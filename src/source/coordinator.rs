@@ -30,6 +30,8 @@
 //! finds its own leases and takes them at once.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,11 +118,21 @@ impl Coordinator {
         let mut sync = tokio::time::interval(self.poll.shard_sync_interval);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+        // The shard listing runs beside the loop, never inside one of its
+        // arms: ListShards may take up to the SDK's operation timeout
+        // (30 s), longer than the failover time, and while an arm awaits,
+        // neither the renew tick nor the shutdown token is looked at. A
+        // slow listing would then let this worker's leases lapse to another
+        // worker while its readers still run, and hold SIGTERM up.
+        let mut syncing: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = sync.tick() => {
-                    self.sync_shards().await;
+                _ = sync.tick(), if syncing.is_none() => {
+                    syncing = Some(Box::pin(self.sync_shards()));
+                }
+                () = async { syncing.as_mut().expect("guarded").await }, if syncing.is_some() => {
+                    syncing = None;
                     self.cycle(&mut st, &sink, &shutdown).await;
                 }
                 _ = renew.tick() => self.cycle(&mut st, &sink, &shutdown).await,
@@ -130,13 +142,17 @@ impl Coordinator {
                 Some(joined) = st.readers.join_next_with_id(), if !st.readers.is_empty() => {
                     if self.reader_finished(&mut st, joined).await {
                         // Its children can start now: look at once rather
-                        // than on the next tick.
-                        self.sync_shards().await;
+                        // than on the next tick (unless a listing already
+                        // runs; the cycle after it finds them).
+                        if syncing.is_none() {
+                            syncing = Some(Box::pin(self.sync_shards()));
+                        }
                         self.cycle(&mut st, &sink, &shutdown).await;
                     }
                 }
             }
         }
+        drop(syncing);
 
         // Readers watch child tokens of `shutdown`: each finishes its batch
         // (delivered and checkpointed) and returns. Each shard's lease is
