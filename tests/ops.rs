@@ -430,13 +430,15 @@ mod endpoint {
         assert!(status.code().is_some(), "exit: {status}");
     }
 
-    /// A SIGTERM drain that cannot finish (the only output is down) must
-    /// turn readiness false at once while liveness stays true, and the
-    /// grace period must bound the exit.
-    #[test]
-    fn draining_worker_is_live_but_not_ready() {
-        let env = localstack::require();
-        let stream = TestStream::create(env, "ops-drain", 1);
+    /// A worker whose only output is a webhook on a port nothing listens
+    /// on, with `grace` as its shutdown grace, once it has put a few jobs'
+    /// events and failed to deliver them: its drain can never finish.
+    fn worker_with_a_down_output(
+        env: &localstack::AwsEnv,
+        label: &str,
+        grace: &str,
+    ) -> (TestStream, tempfile::TempDir, Worker, SocketAddr) {
+        let stream = TestStream::create(env, label, 1);
         let state = state_dir();
         // A port nothing listens on: every delivery attempt fails.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -452,15 +454,14 @@ mod endpoint {
             ),
         )
         .expect("writing the config");
-        let grace = Duration::from_secs(5);
-        let mut worker = Worker::start_with(
+        let worker = Worker::start_with(
             "worker",
             &stream.name,
             state.path(),
             &[
                 LISTEN,
                 ("BULKWATCH_CONFIG", config.to_str().expect("utf-8 path")),
-                ("BULKWATCH_SHUTDOWN_GRACE", "5s"),
+                ("BULKWATCH_SHUTDOWN_GRACE", grace),
             ],
         );
         let addr = endpoint(&worker);
@@ -471,6 +472,17 @@ mod endpoint {
                 .iter()
                 .any(|x| x.value > 0.0)
         });
+        (stream, state, worker, addr)
+    }
+
+    /// A SIGTERM drain that cannot finish (the only output is down) must
+    /// turn readiness false at once while liveness stays true, and the
+    /// grace period must bound the exit.
+    #[test]
+    fn draining_worker_is_live_but_not_ready() {
+        let env = localstack::require();
+        let grace = Duration::from_secs(5);
+        let (_stream, _state, mut worker, addr) = worker_with_a_down_output(env, "ops-drain", "5s");
 
         worker.sigterm();
         let signalled = Instant::now();
@@ -512,40 +524,9 @@ mod endpoint {
     #[test]
     fn second_signal_forces_exit_but_an_echo_does_not() {
         let env = localstack::require();
-        let stream = TestStream::create(env, "ops-second-signal", 1);
-        let state = state_dir();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let config = state.path().join("bulkwatch.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[output]]\ntype = \"webhook\"\nname = \"down\"\nurl = \"http://{closed}/hook\"\n\
-                 secret = \"k\"\nconnect_timeout = \"200ms\"\n\
-                 [delivery]\nbackoff_min = \"50ms\"\nbackoff_max = \"200ms\"\n"
-            ),
-        )
-        .expect("writing the config");
         let grace = Duration::from_secs(60);
-        let mut worker = Worker::start_with(
-            "worker",
-            &stream.name,
-            state.path(),
-            &[
-                LISTEN,
-                ("BULKWATCH_CONFIG", config.to_str().expect("utf-8 path")),
-                ("BULKWATCH_SHUTDOWN_GRACE", "60s"),
-            ],
-        );
-        let addr = endpoint(&worker);
-        wait_health(addr, "ready", 200, "started");
-        stream.put(&events::all_events(&events::jobs(3)));
-        wait_metrics(addr, "failed webhook attempts", |s| {
-            s.series("bulkwatch_output_retries_total", &[("output", "down")])
-                .iter()
-                .any(|x| x.value > 0.0)
-        });
+        let (_stream, _state, mut worker, addr) =
+            worker_with_a_down_output(env, "ops-second-signal", "60s");
 
         worker.sigterm();
         let signalled = Instant::now();
