@@ -6,8 +6,8 @@
 //! SIGKILL, so the drain has a grace period shorter than that. A second
 //! signal (at least [`ECHO_WINDOW`] after the first: one request delivered
 //! twice is not a second request) means the operator does not want to
-//! wait: exit at once. Nothing
-//! is lost either way, because a checkpoint only ever follows delivery.
+//! wait: exit at once. Nothing is lost either way, because a checkpoint
+//! only ever follows delivery.
 
 use std::time::Duration;
 
