@@ -500,3 +500,23 @@ fn transient_startup_failures_are_retried_until_sigterm() {
     let status = worker.wait_exit(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", worker.stderr());
 }
+
+/// `bulkwatch … | head -1`: once the reader has gone, an operator command
+/// stops quietly with 0, as Unix tools do, instead of panicking (exit 101)
+/// or printing "Broken pipe" as an error.
+#[test]
+fn a_closed_stdout_ends_an_operator_command_quietly() {
+    let mut child = bulkwatch()
+        .args(["config", "check", "--stream", "s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning bulkwatch config check");
+    // Close the read end before the command prints its settings.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("its exit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert!(!stderr.contains("Broken pipe"), "stderr: {stderr}");
+}

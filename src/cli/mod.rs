@@ -106,11 +106,29 @@ pub(crate) struct OpsOverrides {
 }
 
 /// Runs the binary and returns its exit code.
+/// Writes one line of an operator command's output. Unlike `println!`, a
+/// closed stdout is an error the caller returns (see [`main`]), not a panic.
+pub(crate) fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
+        .map_err(|e| anyhow::Error::new(e).context("writing to stdout"))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
+            // The reader of stdout went away (`bulkwatch jobs list | head
+            // -1`): what it wanted was printed. Stop quietly, as Unix
+            // tools do, rather than report an error (or, with println!,
+            // panic).
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
                 eprintln!("bulkwatch: {ce}");
                 return ExitCode::from(2);
@@ -176,11 +194,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load(args)?;
             config.stream()?;
             config.check_environment()?;
-            println!(
-                "{}",
+            print_line(
                 serde_json::to_string_pretty(&config)
-                    .map_err(|e| anyhow::anyhow!("printing settings: {e}"))?
-            );
+                    .map_err(|e| anyhow::anyhow!("printing settings: {e}"))?,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
     }

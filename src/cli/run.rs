@@ -346,7 +346,7 @@ pub fn checkpoints(config: Config, cmd: &CheckpointsCommand) -> anyhow::Result<E
                 for lease in &leases {
                     let line = serde_json::to_string(&checkpoint_line(lease))
                         .context("printing a checkpoint")?;
-                    println!("{line}");
+                    super::print_line(line)?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -474,7 +474,7 @@ pub fn jobs(config: Config, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
                 jobs.retain(|j| status_matches(j, &wanted));
                 jobs.sort_by(|a, b| a.job_sid.cmp(&b.job_sid));
                 for job in &jobs {
-                    println!("{}", job_summary(job));
+                    super::print_line(job_summary(job))?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -482,7 +482,7 @@ pub fn jobs(config: Config, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
                 let mut found = store.load_jobs(&[job_sid.as_str()]).await?;
                 match found.remove(job_sid) {
                     Some(v) => {
-                        println!("{}", job_detail(&v.value));
+                        super::print_line(job_detail(&v.value))?;
                         Ok(ExitCode::SUCCESS)
                     }
                     None => {
