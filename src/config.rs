@@ -300,6 +300,17 @@ const SETTING_KEYS: &[&str] = &[
     "ops",
 ];
 
+/// The keys of [`SETTING_KEYS`] that are tables (nested with `__`).
+const SECTION_KEYS: &[&str] = &[
+    "poll",
+    "lease",
+    "store",
+    "aws_timeouts",
+    "dead_letter",
+    "delivery",
+    "ops",
+];
+
 /// Every setting of the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -382,10 +393,18 @@ impl Config {
         // file itself; a webhook's `secret_env` may well be
         // BULKWATCH_WEBHOOK_SECRET), and those must not make the settings
         // invalid. Below a known section, unknown keys are still errors
-        // (BULKWATCH_POLL__INTERVL is a typo worth stopping for).
+        // (BULKWATCH_POLL__INTERVL is a typo worth stopping for), and so
+        // is a section joined with one underscore instead of two
+        // (BULKWATCH_POLL_INTERVAL would otherwise be silently ignored).
         let env = Env::prefixed("BULKWATCH_").split("__").filter(|k| {
             let top = k.as_str().split('.').next().unwrap_or_default();
-            SETTING_KEYS.iter().any(|s| s.eq_ignore_ascii_case(top))
+            SETTING_KEYS.iter().any(|s| {
+                s.eq_ignore_ascii_case(top)
+                    || (SECTION_KEYS.contains(s)
+                        && top.len() > s.len()
+                        && top[..s.len()].eq_ignore_ascii_case(s)
+                        && top.as_bytes()[s.len()] == b'_')
+            })
         });
         fig = fig.merge(env).merge(Serialized::defaults(overrides));
         let config: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
@@ -627,6 +646,12 @@ mod tests {
             jail.set_env("BULKWATCH_POLL__INTERVL", "1s");
             let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
             assert!(err.contains("intervl"), "{err}");
+            // So is a section joined with a single underscore.
+            jail.clear_env();
+            jail.set_env("BULKWATCH_STREAM", "s");
+            jail.set_env("BULKWATCH_POLL_INTERVAL", "1s");
+            let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
+            assert!(err.contains("poll_interval"), "{err}");
             Ok(())
         });
     }
