@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bulkwatch::store::embedded::EmbeddedStore;
 use bulkwatch::store::{CheckpointStore, LeaseCheckpoint, LeaseStore, NewLease};
-use support::worker::{Worker, bulkwatch, run_to_exit};
+use support::worker::{Worker, bulkwatch, run_to_exit, spawn, without_forks};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -189,6 +189,10 @@ fn unknown_key_message_has_no_doubled_backticks() {
 /// A store as a worker leaves it: two leases on stream `s`, one of them
 /// checkpointed.
 fn store_with_leases(dir: &Path) {
+    without_forks(|| write_leases(dir));
+}
+
+fn write_leases(dir: &Path) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -506,12 +510,13 @@ fn transient_startup_failures_are_retried_until_sigterm() {
 /// or printing "Broken pipe" as an error.
 #[test]
 fn a_closed_stdout_ends_an_operator_command_quietly() {
-    let mut child = bulkwatch()
-        .args(["config", "check", "--stream", "s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawning bulkwatch config check");
+    let mut child = spawn(
+        bulkwatch()
+            .args(["config", "check", "--stream", "s"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+    .expect("spawning bulkwatch config check");
     // Close the read end before the command prints its settings.
     drop(child.stdout.take());
     let out = child.wait_with_output().expect("its exit");

@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::localstack::aws_env;
@@ -62,13 +63,31 @@ pub fn bulkwatch() -> Command {
     cmd
 }
 
+/// Held for reading while a child process is spawned, and for writing by
+/// a test that closes an embedded store it will hand to a child. Between
+/// fork and exec a child holds a copy of every file this process has open;
+/// a store closed in that moment stays locked (by the half-born child) and
+/// a worker started on it right after exits with "state dir in use".
+static FORKING: RwLock<()> = RwLock::new(());
+
+/// `cmd.spawn()`, never while a store is being closed (`FORKING`).
+/// `spawn` returns once the child has exec'd, when its copies are gone.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let _forking = FORKING.read().unwrap_or_else(PoisonError::into_inner);
+    cmd.spawn()
+}
+
+/// Runs `f`, which opens and closes an embedded store in this process, with
+/// no child being spawned meanwhile (see `FORKING`).
+pub fn without_forks<T>(f: impl FnOnce() -> T) -> T {
+    let _alone = FORKING.write().unwrap_or_else(PoisonError::into_inner);
+    f()
+}
+
 /// Runs a short command to its end, with a liveness bound.
 pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning bulkwatch");
+    let child =
+        spawn(cmd.stdout(Stdio::piped()).stderr(Stdio::piped())).expect("spawning bulkwatch");
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -190,7 +209,7 @@ impl Worker {
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        let mut child = cmd.spawn().expect("spawning bulkwatch run");
+        let mut child = spawn(&mut cmd).expect("spawning bulkwatch run");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
