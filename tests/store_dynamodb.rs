@@ -431,6 +431,46 @@ async fn renewer_and_checkpointer_of_one_worker_do_not_collide() {
     drop_tables(&a).await;
 }
 
+/// A round of renewals (several in flight at once) gives each lease the
+/// outcome renewing it alone would, in the order asked.
+#[tokio::test]
+async fn renewing_many_leases_is_renewing_each() {
+    let sdk = sdk_config().await;
+    let a = store(&sdk, &unique("round"), "worker-a").await;
+    let b = a.with_worker_id("worker-b");
+    let shards: Vec<String> = (0..20).map(|i| format!("shardId-{i:012}")).collect();
+    for shard in &shards {
+        a.create_lease_if_absent(&NewLease {
+            shard_id: shard.clone(),
+            parent_shard_ids: vec![],
+            hash_key_range: None,
+            checkpoint: LeaseCheckpoint::TrimHorizon,
+        })
+        .await
+        .unwrap();
+        let observed = a.get_lease(shard).await.unwrap().unwrap();
+        a.take_lease(&observed).await.unwrap();
+    }
+    let stolen = [&shards[3], &shards[17]];
+    for shard in stolen {
+        let observed = b.get_lease(shard).await.unwrap().unwrap();
+        b.take_lease(&observed).await.unwrap();
+    }
+    let results = a.renew_leases(&shards).await;
+    assert_eq!(results.len(), shards.len());
+    for (shard, result) in shards.iter().zip(results) {
+        if stolen.contains(&shard) {
+            assert!(lost(result), "{shard} was stolen");
+        } else {
+            result.unwrap_or_else(|e| panic!("{shard}: {e}"));
+            assert_eq!(a.get_lease(shard).await.unwrap().unwrap().counter, 2);
+        }
+    }
+    assert_eq!(a.held_leases().len(), 18);
+    assert!(a.held_leases().iter().all(|(_, counter)| *counter == 2));
+    drop_tables(&a).await;
+}
+
 /// A lease table as a Java KCL 2.x application leaves it, written with raw
 /// PutItem: bulkwatch reads it, takes over and continues from its
 /// checkpoints, and what it writes back keeps the KCL layout.

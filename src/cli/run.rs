@@ -562,7 +562,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let config = Config::load(Some(&path), &crate::cli::Overrides::default()).unwrap();
+        let config = load_isolated(Some(&path));
         let debug = format!("{config:?}");
         let json = serde_json::to_string(&config).unwrap();
         assert!(
@@ -573,8 +573,25 @@ mod tests {
         assert!(!json.contains(SECRET), "{json}");
     }
 
+    /// `Config::load` reads the process's `BULKWATCH_*` variables, which
+    /// the config tests set (a typo such as `BULKWATCH_POLL__INTERVL`) while
+    /// other tests run beside them. They set them inside `figment::Jail`,
+    /// which takes a process-wide lock; loading inside one too means never
+    /// seeing them.
+    #[allow(clippy::result_large_err)] // figment's Jail error type; its design.
+    fn load_isolated(path: Option<&std::path::Path>) -> Config {
+        let mut loaded = None;
+        figment::Jail::expect_with(|_| {
+            let config =
+                Config::load(path, &crate::cli::Overrides::default()).map_err(|e| e.to_string())?;
+            loaded = Some(config);
+            Ok(())
+        });
+        loaded.expect("loaded inside the jail")
+    }
+
     fn config_in(dir: &std::path::Path) -> Config {
-        let mut c = Config::load(None, &crate::cli::Overrides::default()).unwrap();
+        let mut c = load_isolated(None);
         c.state_dir = dir.to_owned();
         c.stream = Some("s".into());
         c

@@ -271,9 +271,16 @@ impl Coordinator {
         if shutdown.is_cancelled() {
             return;
         }
-        // 1. Renew.
-        for (shard, _) in self.store.held_leases() {
-            match self.store.renew_lease(&shard).await {
+        // 1. Renew, all at once: the store batches or overlaps them.
+        let held: Vec<String> = self
+            .store
+            .held_leases()
+            .into_iter()
+            .map(|(shard, _)| shard)
+            .collect();
+        let renewed = self.store.renew_leases(&held).await;
+        for (shard, result) in held.into_iter().zip(renewed) {
+            match result {
                 Ok(()) => {}
                 Err(StoreError::LeaseLost { .. }) | Err(StoreError::Conflict { .. }) => {
                     tracing::warn!(message = "Lease lost to another worker; stopping its reader.", stream = %self.stream, shard = %shard);

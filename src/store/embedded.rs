@@ -734,6 +734,104 @@ impl LeaseStore for EmbeddedStore {
         result.map(|_| ())
     }
 
+    /// All in one write transaction: one fsync a round instead of one per
+    /// lease. An idle worker on 200 shards spent most of its CPU committing
+    /// 200 renewals every 3 s, each with its own fsync.
+    async fn renew_leases(&self, shard_ids: &[String]) -> Vec<Result<(), StoreError>> {
+        // Each lease's gate, as renew_lease takes it, so no checkpoint of
+        // this handle writes a lease between our read and our write. Gates
+        // are taken one at a time and no other write holds two, so this
+        // cannot deadlock; a shard named twice is gated once.
+        let mut gates = HashMap::with_capacity(shard_ids.len());
+        for shard in shard_ids {
+            if !gates.contains_key(shard.as_str()) {
+                gates.insert(shard.as_str(), self.held.gate(shard).await);
+            }
+        }
+        let work: Vec<(String, Option<u64>)> = shard_ids
+            .iter()
+            .map(|shard| {
+                let counter = match self.held.get(shard) {
+                    Some(Holding::Held(counter)) => Some(counter),
+                    _ => None,
+                };
+                (shard.clone(), counter)
+            })
+            .collect();
+        let me = Arc::clone(&self.worker_id);
+        let stream = Arc::clone(&self.stream);
+        let committed = self
+            .run(move |db| {
+                let txn = begin_write(db)?;
+                let mut results = Vec::with_capacity(work.len());
+                // Counters written earlier in this transaction, for a
+                // shard named twice.
+                let mut renewed: HashMap<&str, u64> = HashMap::new();
+                {
+                    let mut table = txn.open_table(LEASES).db()?;
+                    for (shard, held) in &work {
+                        let Some(expected) = renewed.get(shard.as_str()).copied().or(*held) else {
+                            results.push(Err(lease_lost(shard)));
+                            continue;
+                        };
+                        let current = match table.get((&*stream, shard.as_str())).db()? {
+                            Some(bytes) => decode_lease(bytes.value()).map(Some),
+                            None => Ok(None),
+                        };
+                        let mut lease = match current {
+                            Ok(Some(lease))
+                                if lease.counter == expected
+                                    && lease.owner.as_deref() == Some(&*me) =>
+                            {
+                                lease
+                            }
+                            Ok(_) => {
+                                results.push(Err(lease_lost(shard)));
+                                continue;
+                            }
+                            Err(e) => {
+                                results.push(Err(e));
+                                continue;
+                            }
+                        };
+                        lease.counter += 1;
+                        let bytes = serde_json::to_vec(&lease).context("encode lease")?;
+                        table
+                            .insert((&*stream, shard.as_str()), bytes.as_slice())
+                            .db()?;
+                        renewed.insert(shard, lease.counter);
+                        results.push(Ok(Some(lease)));
+                    }
+                }
+                if renewed.is_empty() {
+                    txn.abort().db()?;
+                } else {
+                    txn.commit().db()?;
+                }
+                Ok(results)
+            })
+            .await;
+        match committed {
+            Ok(results) => shard_ids
+                .iter()
+                .zip(results)
+                .map(|(shard, result)| {
+                    self.record_outcome(shard, &result);
+                    result.map(|_| ())
+                })
+                .collect(),
+            // Nothing was written: every renewal failed the same way, and
+            // each lease keeps the counter this handle had.
+            Err(e) => {
+                let e = format!("{e:#}");
+                shard_ids
+                    .iter()
+                    .map(|_| Err(StoreError::Backend(anyhow!("{e}"))))
+                    .collect()
+            }
+        }
+    }
+
     async fn release_lease(&self, shard_id: &str) -> Result<(), StoreError> {
         let _gate = self.held.gate(shard_id).await;
         let holding = self.held.get(shard_id);

@@ -273,6 +273,12 @@ pub struct NewLease {
 /// create lost a race, [`StoreError::LeaseLost`] when a lease this handle held
 /// is no longer its own (it is then forgotten, and further checkpoints for
 /// that shard fail until it is taken again).
+/// Renewals the default [`LeaseStore::renew_leases`] keeps in flight. A
+/// DynamoDB UpdateItem takes some 5–20 ms; one at a time, a worker holding
+/// 200 leases would spend most of a 3 s renew interval renewing, and the
+/// last lease of the round would come close to looking expired.
+pub const RENEWALS_IN_FLIGHT: usize = 16;
+
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// The owner name this handle writes into `leaseOwner`.
@@ -292,6 +298,23 @@ pub trait LeaseStore: Send + Sync {
     async fn take_lease(&self, observed: &Lease) -> Result<Lease, StoreError>;
     /// Renews a held lease (counter + 1, conditional on counter and owner).
     async fn renew_lease(&self, shard_id: &str) -> Result<(), StoreError>;
+    /// Renews several held leases: one result per shard, in the order
+    /// given, each as [`renew_lease`](Self::renew_lease) would return it.
+    /// The worker renews everything it holds every renew interval, so this
+    /// is the lease work that grows with the shard count: the default
+    /// renews a few at a time, and a store that can commit many renewals in
+    /// one write overrides it.
+    async fn renew_leases(&self, shard_ids: &[String]) -> Vec<Result<(), StoreError>> {
+        use futures_util::StreamExt;
+        // Built up front (a future does nothing until polled); mapping
+        // inside the stream trips the compiler's lifetime inference for
+        // `Send` futures.
+        let renewals: Vec<_> = shard_ids.iter().map(|s| self.renew_lease(s)).collect();
+        futures_util::stream::iter(renewals)
+            .buffered(RENEWALS_IN_FLIGHT)
+            .collect()
+            .await
+    }
     /// Gives a held lease up so another worker can take it at once (KCL's
     /// evictLease: owner removed, counter + 1, conditional on counter and
     /// owner). The lease is forgotten locally whatever the outcome.

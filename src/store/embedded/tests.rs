@@ -346,3 +346,66 @@ async fn renewals_and_checkpoints_of_one_handle_do_not_collide() {
         101
     );
 }
+
+/// Renewing a round of leases in one write gives each lease the outcome
+/// renewing it alone would: the stolen one is lost (and stays lost), the
+/// rest move on, and a shard named twice is renewed twice.
+#[tokio::test]
+async fn renewing_leases_together_is_renewing_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap().for_stream("s");
+    let a = store.with_worker_id("worker-a");
+    let b = store.with_worker_id("worker-b");
+    let shards: Vec<String> = (0..3).map(|i| format!("shardId-{i}")).collect();
+    for shard in &shards {
+        let new = NewLease {
+            shard_id: shard.clone(),
+            parent_shard_ids: vec![],
+            hash_key_range: None,
+            checkpoint: LeaseCheckpoint::TrimHorizon,
+        };
+        assert!(a.create_lease_if_absent(&new).await.unwrap());
+        let observed = a.get_lease(shard).await.unwrap().unwrap();
+        a.take_lease(&observed).await.unwrap();
+    }
+    let observed = b.get_lease("shardId-1").await.unwrap().unwrap();
+    b.take_lease(&observed).await.unwrap();
+
+    let round = [
+        "shardId-0",
+        "shardId-1",
+        "shardId-2",
+        "shardId-0",
+        "shardId-9",
+    ]
+    .map(String::from);
+    let results = a.renew_leases(&round).await;
+    let outcome: Vec<&str> = results
+        .iter()
+        .map(|r| match r {
+            Ok(()) => "renewed",
+            Err(StoreError::LeaseLost { .. }) => "lost",
+            Err(_) => "error",
+        })
+        .collect();
+    assert_eq!(outcome, ["renewed", "lost", "renewed", "renewed", "lost"]);
+    assert_eq!(
+        a.held_leases(),
+        [("shardId-0".to_owned(), 3), ("shardId-2".to_owned(), 2)]
+    );
+    let counter = |shard: &'static str| {
+        let b = b.clone();
+        async move { b.get_lease(shard).await.unwrap().unwrap().counter }
+    };
+    assert_eq!(counter("shardId-0").await, 3);
+    assert_eq!(counter("shardId-1").await, 2, "b's lease is left alone");
+    assert_eq!(counter("shardId-2").await, 2);
+    // What a remembers is what is stored: its next writes succeed.
+    a.set_checkpoint("shardId-0", &seq("1")).await.unwrap();
+    assert!(matches!(
+        a.set_checkpoint("shardId-1", &seq("1")).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let again = a.renew_leases(&["shardId-2".to_owned()]).await;
+    assert!(again[0].is_ok());
+}
