@@ -77,7 +77,8 @@ pub enum JobsCommand {
     /// (paginated), so mind its read cost on a large table.
     List {
         /// Only jobs whose current status is this one (case-insensitive,
-        /// e.g. completed). Repeat it for several statuses.
+        /// e.g. completed). Repeat it for several statuses. A value that is
+        /// none of Twilio's statuses and matches no job is named on stderr.
         #[arg(long, value_name = "STATUS")]
         status: Vec<String>,
         #[command(flatten)]
@@ -460,7 +461,25 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 
 /// Whether a job's current status is one of `wanted` (empty: any).
 fn status_matches(job: &JobState, wanted: &[JobStatus]) -> bool {
-    wanted.is_empty() || wanted.contains(&job.status)
+    wanted.is_empty() || wanted.iter().any(|w| same_status(w, &job.status))
+}
+
+/// Case-insensitive for every status, unknown ones too (they are stored as
+/// received, so `--status archived` must still find "ARCHIVED").
+fn same_status(a: &JobStatus, b: &JobStatus) -> bool {
+    a.as_str().eq_ignore_ascii_case(b.as_str())
+}
+
+/// The `--status` values that are none of Twilio's statuses and that no
+/// listed job has: most likely typos, which would otherwise just list
+/// nothing. A status Twilio added later is kept as received, so one that
+/// some job has is listed without a word.
+fn unmatched_unknown_statuses<'a>(wanted: &'a [JobStatus], listed: &[JobState]) -> Vec<&'a str> {
+    wanted
+        .iter()
+        .filter(|w| !w.is_known() && !listed.iter().any(|j| same_status(w, &j.status)))
+        .map(JobStatus::as_str)
+        .collect()
 }
 
 /// `bulkwatch jobs list|show`.
@@ -472,6 +491,15 @@ pub fn jobs(config: Config, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
                 let wanted: Vec<JobStatus> = status.iter().map(|s| JobStatus::parse(s)).collect();
                 let mut jobs = store.list_jobs().await?;
                 jobs.retain(|j| status_matches(j, &wanted));
+                for typo in unmatched_unknown_statuses(&wanted, &jobs) {
+                    eprintln!(
+                        "bulkwatch: no job has status {typo:?}, which is not one of Twilio's ({}); is it mistyped?",
+                        JobStatus::known()
+                            .map(|s| s.as_str().to_owned())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 jobs.sort_by(|a, b| a.job_sid.cmp(&b.job_sid));
                 for job in &jobs {
                     super::print_line(job_summary(job))?;
@@ -531,6 +559,19 @@ mod tests {
         assert!(status_matches(&done, &want));
         assert!(!status_matches(&queued, &want));
         assert!(status_matches(&queued, &[]));
+    }
+
+    #[test]
+    fn only_unmatched_unknown_statuses_are_called_typos() {
+        let done = job("JW1", JobStatus::Completed, 1);
+        let novel = job("JW2", JobStatus::parse("ARCHIVED"), 1);
+        let want: Vec<JobStatus> = ["COMPLETD", "archived", "completed", "FAILED"]
+            .map(JobStatus::parse)
+            .into();
+        let listed = [done, novel];
+        assert!(status_matches(&listed[1], &want), "case-insensitive");
+        assert_eq!(unmatched_unknown_statuses(&want, &listed), ["COMPLETD"]);
+        assert!(unmatched_unknown_statuses(&[], &listed).is_empty());
     }
 
     #[test]
