@@ -82,7 +82,9 @@ FULL = Profile(
     name="full",
     streams=[("bench-16x200000", 16, 200_000), ("bench-64x200000", 64, 200_000)],
     latency_shards=16, latency_rate=20, latency_seconds=60,
-    idle_shards=200, idle_seconds=60, idle_warmup=20,
+    # 75 s settle: past `poll.dormant_after` (60 s), so the measured minute
+    # is the steady state of a quiet fleet, not its first minute.
+    idle_shards=200, idle_seconds=60, idle_warmup=75,
 )
 QUICK = Profile(
     name="quick",
@@ -679,12 +681,18 @@ def latency_run(name: str, prof: Profile, run_root: str, kinesis) -> dict | None
 
 # ---------------------------------------------------------------------- idle
 
-def idle_run(prof: Profile, run_root: str, kinesis) -> dict:
+def idle_run(prof: Profile, run_root: str, kinesis, consumers: list[str]) -> tuple[dict, dict | None]:
+    """bulkwatch on a fresh stream of empty shards, with its defaults; then,
+    when the floor is among the consumers, the floor on the same shards
+    polling each once a second (bulkwatch's pace before a shard goes
+    dormant). Both report CPU per GetRecords call: on empty shards that is
+    all there is, so the floor's figure is the SDK's own cost of a poll."""
     shards = prof.idle_shards
     stream = f"bench-idle-{shards}"
     result: dict = {"consumer": "bulkwatch", "shards": shards, "seconds": prof.idle_seconds,
                     "warmup_s": prof.idle_warmup}
-    log(f"idle: bulkwatch on {shards} empty shards, {prof.idle_warmup:.0f} s settle + "
+    floor: dict | None = None
+    log(f"idle: on {shards} empty shards, {prof.idle_warmup:.0f} s settle + "
         f"{prof.idle_seconds:.0f} s measured")
     delete_stream(kinesis, stream)
     try:
@@ -703,17 +711,60 @@ def idle_run(prof: Profile, run_root: str, kinesis) -> dict:
                            f"localstack/down, then KINESIS_SHARD_LIMIT={max(shards, 1000)} bench/run "
                            f"(or --idle-shards N to measure fewer)")
         log("  " + result["error"])
-        return result
-    run_dir = os.path.join(run_root, stream)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    spec = consumer_spec("bulkwatch", stream, None, run_dir)
+        return result, None
+    try:
+        run_dir = os.path.join(run_root, stream)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        spec = consumer_spec("bulkwatch", stream, None, run_dir)
+        port = free_port()
+        spec.env["BULKWATCH_OPS__LISTEN"] = f"127.0.0.1:{port}"
+        idle_measure(prof, spec, result, lambda: get_records_calls(port))
+        if "floor" in consumers:
+            floor = {"consumer": "floor", "shards": shards, "seconds": prof.idle_seconds,
+                     "warmup_s": prof.idle_warmup, "interval_ms": 1000}
+            fdir = os.path.join(run_root, stream + "-floor")
+            shutil.rmtree(fdir, ignore_errors=True)
+            fspec = consumer_spec("floor", stream, 10**12, fdir)
+            fspec.argv += ["--interval-ms", "1000"]
+            idle_measure(prof, fspec, floor, None)
+        return result, floor
+    finally:
+        delete_stream(kinesis, stream)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_records_calls(port: int) -> float | None:
+    """The sum of bulkwatch_get_records_calls_total over shards."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("bulkwatch_get_records_calls_total"))
+
+
+def idle_measure(prof: Profile, spec: Spec, result: dict, calls) -> None:
+    """Runs one consumer on the idle stream: settle, then CPU (utime+stime
+    from /proc) and RSS over the measured window. `calls` reads its
+    GetRecords call count (bulkwatch's metrics); without it the count comes
+    from the consumer's exit summary."""
+    name = spec.name
     r = Running(spec, keep_ids=False)
     try:
         time.sleep(prof.idle_warmup)
         if r.exited.is_set():
-            result["error"] = f"bulkwatch exited: {r.stderr_tail(1500)}"
-            return result
+            result["error"] = f"{name} exited: {r.stderr_tail(1500)}"
+            return
         server = ServerCpu()
+        n0 = calls() if calls else None
         c0, t0 = proc_cpu_s(r.pid), time.monotonic()
         rss: list[int] = []
         while time.monotonic() - t0 < prof.idle_seconds and not r.exited.is_set():
@@ -722,22 +773,32 @@ def idle_run(prof: Profile, run_root: str, kinesis) -> dict:
             if v:
                 rss.append(v)
         c1, t1 = proc_cpu_s(r.pid), time.monotonic()
+        n1 = calls() if calls else None
         if c0 is None or c1 is None:
-            result["error"] = "bulkwatch exited during the measurement"
-            return result
+            result["error"] = f"{name} exited during the measurement"
+            return
         result["cpu_s"] = round(c1 - c0, 3)
         result["cpu_pct_of_core"] = round((c1 - c0) / (t1 - t0) * 100, 3)
         result["rss_mb_during"] = round(max(rss) / 1024, 1) if rss else None
+        if n0 is not None and n1 is not None:
+            result["calls_per_s"] = round((n1 - n0) / (t1 - t0), 1)
         srv = server.stop()
         result["server_cpu_pct_of_core"] = round(srv / (t1 - t0) * 100, 1) if srv is not None else None
-        log(f"  idle: {result['cpu_pct_of_core']} % of a core over {t1 - t0:.0f} s "
-            f"({result['cpu_s']} s CPU); LocalStack {result['server_cpu_pct_of_core']} %")
-        return result
     finally:
         r.terminate()
         r.exited.wait(30)
         result.update({k: v for k, v in usage_of(r).items() if k in ("peak_rss_mb", "exit_code")})
-        delete_stream(kinesis, stream)
+    if "calls_per_s" not in result:
+        s = r.summary_from_stderr() or {}
+        if s.get("get_records_calls") and s.get("elapsed_s"):
+            # The floor paces each shard evenly, so its whole-life rate is
+            # the window's rate.
+            result["calls_per_s"] = round(s["get_records_calls"] / s["elapsed_s"], 1)
+    if result.get("calls_per_s") and "cpu_s" in result:
+        result["cpu_us_per_call"] = round(result["cpu_s"] / (result["calls_per_s"] * prof.idle_seconds) * 1e6)
+    log(f"  idle {name}: {result.get('cpu_pct_of_core')} % of a core, "
+        f"{result.get('calls_per_s')} GetRecords/s, {result.get('cpu_us_per_call')} µs CPU per call; "
+        f"LocalStack {result.get('server_cpu_pct_of_core')} %")
 
 
 # -------------------------------------------------------------------- report
@@ -825,11 +886,17 @@ def write_report(res: dict, path_base: str) -> None:
         L.append("")
     idle = res.get("idle")
     if idle:
-        L += ["## Idle", "", "| consumer | shards | measured s | CPU s | % of a core | RSS MB | LocalStack % of a core | note |",
-              "|---|---:|---:|---:|---:|---:|---:|---|",
-              f"| bulkwatch | {idle['shards']} | {fmt(idle['seconds'], 0)} | {fmt(idle.get('cpu_s'), 3)} | "
-              f"{fmt(idle.get('cpu_pct_of_core'), 2)} | {fmt(idle.get('rss_mb_during'))} | "
-              f"{fmt(idle.get('server_cpu_pct_of_core'))} | {idle.get('error', '')} |", ""]
+        L += ["## Idle", "", "| consumer | shards | measured s | CPU s | % of a core | GetRecords/s | CPU µs per call | RSS MB | LocalStack % of a core | note |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in (idle, res.get("idle_floor")):
+            if not row:
+                continue
+            note = row.get("error", "") or ("polls every shard once a second" if row["consumer"] == "floor" else "defaults")
+            L.append(f"| {row['consumer']} | {row['shards']} | {fmt(row['seconds'], 0)} | {fmt(row.get('cpu_s'), 3)} | "
+                     f"{fmt(row.get('cpu_pct_of_core'), 2)} | {fmt(row.get('calls_per_s'))} | "
+                     f"{fmt(row.get('cpu_us_per_call'), 0)} | {fmt(row.get('rss_mb_during'))} | "
+                     f"{fmt(row.get('server_cpu_pct_of_core'))} | {note} |")
+        L.append("")
     t = targets(res)
     if t:
         L += ["## Against the targets of issue 7", ""] + [f"- {x}" for x in t] + [""]
@@ -909,7 +976,9 @@ def main() -> None:
                 res["latency"].append(lr)
                 save()
     if "idle" in parts and "bulkwatch" in consumers:
-        res["idle"] = idle_run(prof, run_root, kinesis)
+        res["idle"], floor = idle_run(prof, run_root, kinesis, consumers)
+        if floor:
+            res["idle_floor"] = floor
     res["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     save()
     log(f"results: {out_base}.md and .json")

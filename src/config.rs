@@ -116,6 +116,17 @@ pub struct PollConfig {
     /// as soon as a record arrives.
     #[serde(with = "humantime_serde")]
     pub idle_interval: Duration,
+    /// A shard that has had no record for this long is dormant: it is
+    /// polled every `dormant_interval` instead of every `idle_interval`,
+    /// until a record arrives. Every empty GetRecords call costs the same
+    /// CPU whatever it returns (about 0.5 ms here), so a fleet of quiet
+    /// shards at one call a second each costs more than the records do.
+    #[serde(with = "humantime_serde")]
+    pub dormant_after: Duration,
+    /// The wait between polls of a dormant shard. Set it equal to
+    /// `idle_interval` to never go dormant.
+    #[serde(with = "humantime_serde")]
+    pub dormant_interval: Duration,
     /// Records asked for per GetRecords call (Kinesis allows 1..=10000).
     /// Smaller batches bound the memory in flight per shard.
     pub max_records: i32,
@@ -135,6 +146,13 @@ impl Default for PollConfig {
         Self {
             interval: Duration::from_millis(200),
             idle_interval: Duration::from_secs(1),
+            // A minute without a record is past any burst of one job's
+            // events; a job's next status then waits at most 10 s, where
+            // its run takes minutes, and 200 such shards cost a fifth of
+            // the calls (and leave the 5 reads/s per shard to the stream's
+            // other consumers).
+            dormant_after: Duration::from_secs(60),
+            dormant_interval: Duration::from_secs(10),
             max_records: 1000,
             max_batches_in_flight: 8,
             shard_sync_interval: Duration::from_secs(10),
@@ -300,6 +318,14 @@ const SETTING_KEYS: &[&str] = &[
     "ops",
 ];
 
+/// Whether `key` (from a variable's name) looks like a misspelling of the
+/// setting `setting`: one or two edits away, and long enough that a
+/// variable which is no setting at all is not caught by chance.
+fn near_miss(setting: &str, key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.len() >= 6 && key != setting && strsim::damerau_levenshtein(setting, &key) <= 2
+}
+
 /// The keys of [`SETTING_KEYS`] that are tables (nested with `__`).
 const SECTION_KEYS: &[&str] = &[
     "poll",
@@ -396,6 +422,9 @@ impl Config {
         // (BULKWATCH_POLL__INTERVL is a typo worth stopping for), and so
         // is a section joined with one underscore instead of two
         // (BULKWATCH_POLL_INTERVAL would otherwise be silently ignored).
+        // A near miss of a setting (BULKWATCH_STATE_DIRR) is read too, so
+        // that it fails as an unknown key instead of silently leaving the
+        // state in the default directory.
         let env = Env::prefixed("BULKWATCH_").split("__").filter(|k| {
             let top = k.as_str().split('.').next().unwrap_or_default();
             SETTING_KEYS.iter().any(|s| {
@@ -404,6 +433,7 @@ impl Config {
                         && top.len() > s.len()
                         && top[..s.len()].eq_ignore_ascii_case(s)
                         && top.as_bytes()[s.len()] == b'_')
+                    || near_miss(s, top)
             })
         });
         fig = fig.merge(env).merge(Serialized::defaults(overrides));
@@ -458,6 +488,19 @@ impl Config {
             return Err(ConfigError(
                 "`poll.idle_interval` must not be shorter than `poll.interval`".into(),
             ));
+        }
+        if self.poll.dormant_interval < self.poll.idle_interval {
+            return Err(ConfigError(
+                "`poll.dormant_interval` must not be shorter than `poll.idle_interval` (set them equal to never go dormant)".into(),
+            ));
+        }
+        // An iterator lives 5 minutes; a dormant shard must call before its
+        // iterator dies, or every poll would first need a new one.
+        if self.poll.dormant_interval > Duration::from_secs(240) {
+            return Err(ConfigError(format!(
+                "`poll.dormant_interval` is {}; at most 4m, so a shard's iterator (valid 5 minutes) does not expire between polls",
+                humantime::format_duration(self.poll.dormant_interval)
+            )));
         }
         if self.lease.renew_interval >= self.lease.failover_time {
             return Err(ConfigError(
@@ -614,6 +657,21 @@ mod tests {
         assert!(err.contains("RFC 3339"), "{err}");
     }
 
+    #[test]
+    fn dormant_pacing_is_checked() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok(), "the defaults are valid");
+        c.poll.dormant_interval = Duration::from_millis(500);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("poll.dormant_interval"), "{err}");
+        c.poll.dormant_interval = Duration::from_secs(300);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("5m") || err.contains("4m"), "{err}");
+        // Equal to the idle interval: never dormant, and valid.
+        c.poll.dormant_interval = c.poll.idle_interval;
+        assert!(c.validate().is_ok());
+    }
+
     #[derive(Serialize)]
     struct NoOverrides {}
 
@@ -652,6 +710,15 @@ mod tests {
             jail.set_env("BULKWATCH_POLL_INTERVAL", "1s");
             let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
             assert!(err.contains("poll_interval"), "{err}");
+            // A near miss of a top-level setting is an error too.
+            jail.clear_env();
+            jail.set_env("BULKWATCH_STATE_DIRR", "/x");
+            let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
+            assert!(err.contains("state_dirr"), "{err}");
+            jail.clear_env();
+            jail.set_env("BULKWATCH_LOG_LEVL", "debug");
+            let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
+            assert!(err.contains("log_levl"), "{err}");
             Ok(())
         });
     }

@@ -1126,3 +1126,97 @@ mod bad_records {
         assert_eq!(summary["bad_records"], bads.len(), "summary: {summary}");
     }
 }
+
+// (k) A stream deleted and created again under the same name: the store's
+// checkpoints name sequence numbers of the old stream, which Kinesis
+// refuses. The worker must say so once, plainly, with the way out (it
+// used to retry with warnings that looked like a passing outage), and the
+// way out must work.
+mod recreated_stream {
+    use super::support::events;
+    use super::support::kinesis::TestStream;
+    use super::support::localstack;
+    use super::support::worker::{Worker, bulkwatch, run_to_exit};
+    use super::*;
+
+    const HINT: &str = "Kinesis refuses to read this shard from its checkpoint";
+
+    #[test]
+    fn old_checkpoints_are_named_and_reset_recovers() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "recreated", 1);
+        let state = state_dir();
+
+        // A checkpoint in the old stream.
+        let first = events::all_events(&events::jobs(3));
+        stream.put(&first);
+        let mut worker = Worker::start("before", &stream.name, state.path());
+        worker.wait_for_keys(&events::expected(&first), &[], LIVENESS);
+        worker.sigterm();
+        assert!(worker.wait_exit(EXIT_BOUND).success());
+
+        stream.recreate(1);
+        let second = events::all_events(&events::jobs(4)[3..]);
+        stream.put(&second);
+
+        let mut worker = Worker::start("after", &stream.name, state.path());
+        let deadline = std::time::Instant::now() + LIVENESS;
+        let hint = loop {
+            worker.collect(Duration::from_millis(200));
+            if let Some(l) = worker
+                .logs()
+                .into_iter()
+                .find(|l| l["message"].as_str().is_some_and(|m| m.contains(HINT)))
+            {
+                break l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line saying the checkpoint does not fit the stream; stderr:\n{}",
+                worker.stderr()
+            );
+        };
+        assert_eq!(hint["level"], "ERROR", "{hint}");
+        assert_eq!(hint["shard"], "shardId-000000000000", "{hint}");
+        assert!(
+            hint["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bulkwatch checkpoints reset")),
+            "{hint}"
+        );
+        // Once, not per retry: wait through a few more refusals.
+        worker.collect(Duration::from_secs(5));
+        let times = worker
+            .logs()
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.contains(HINT)))
+            .count();
+        assert_eq!(times, 1, "the hint must be logged once");
+        assert!(!worker.has_exited(), "the worker keeps running");
+        worker.sigterm();
+        worker.wait_exit(EXIT_BOUND);
+
+        // The way out the hint gives.
+        let mut reset = bulkwatch();
+        reset.args([
+            "checkpoints",
+            "reset",
+            "--stream",
+            &stream.name,
+            "--shard",
+            "shardId-000000000000",
+            "--state-dir",
+        ]);
+        reset.arg(state.path());
+        let out = run_to_exit(reset, LIVENESS);
+        assert!(
+            out.status.success(),
+            "checkpoints reset: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut worker = Worker::start("reset", &stream.name, state.path());
+        worker.wait_for_keys(&events::expected(&second), &[], LIVENESS);
+        worker.sigterm();
+        assert!(worker.wait_exit(EXIT_BOUND).success());
+    }
+}

@@ -215,6 +215,9 @@ struct AttachedOutput {
 #[derive(Default)]
 struct ShardState {
     reading: bool,
+    /// GetRecords calls answered, empty ones included: an idle shard's
+    /// cost is its call rate.
+    polls: u64,
     records: u64,
     bytes: u64,
     checkpoints: u64,
@@ -477,6 +480,7 @@ impl Metrics {
         self.stream_ok();
         let mut shards = lock(&self.inner.shards);
         let s = shards.entry(shard.clone()).or_default();
+        s.polls += 1;
         s.millis_behind = millis_behind;
         s.heartbeat.beat();
         if records == 0 && millis_behind.unwrap_or(0) == 0 {
@@ -713,6 +717,12 @@ impl Collector for Scrape {
                     .map(|(k, s)| ([("shard", k.to_string())], f(s)))
                     .collect::<Vec<_>>()
             };
+            counters(
+                &mut enc,
+                "bulkwatch_get_records_calls",
+                "GetRecords calls answered, per shard, empty ones included (the idle cost, and this worker's share of the 5 reads/s per shard).",
+                per(&|s| s.polls),
+            )?;
             counters(
                 &mut enc,
                 "bulkwatch_records_read",
@@ -996,6 +1006,7 @@ mod tests {
         let text = m.encode();
         for want in [
             "bulkwatch_records_read_total{shard=\"shardId-000000000000\"} 2",
+            "bulkwatch_get_records_calls_total{shard=\"shardId-000000000000\"} 1",
             "bulkwatch_bytes_read_total{shard=\"shardId-000000000000\"} 300",
             "bulkwatch_records_decoded_total{class=\"bad\"} 1",
             "bulkwatch_events_dropped_total{reason=\"stale\"} 1",

@@ -102,16 +102,27 @@ struct EntryJson<'a> {
     payload_size: usize,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     payload_truncated: bool,
+    /// Present and true when the transition was left out to fit the
+    /// destination (`payload` holds the same JSON, possibly cut).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    transition_omitted: bool,
     transition: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    response_truncated: bool,
     response: Option<&'a str>,
 }
 
-/// Encodes one entry as a JSON line (without the newline). With `limit`, a
-/// payload too big for the destination is cut (at a UTF-8 boundary) and
-/// `payload_truncated` set, rather than refused forever.
+/// Encodes one entry as a JSON line (without the newline). With `limit`, an
+/// entry too big for the destination is made to fit rather than refused
+/// forever (which would stop its shard for good): first the `transition`
+/// is left out (an undeliverable transition's `payload` is the same JSON),
+/// then the payload is cut at a UTF-8 boundary, then the response. The
+/// bool says whether anything was left out or cut.
 pub(crate) fn encode(entry: &Entry, time: OffsetDateTime, limit: Option<usize>) -> (Vec<u8>, bool) {
     let text = std::str::from_utf8(&entry.payload).ok();
     let mut keep = entry.payload.len();
+    let mut transition = entry.transition.as_ref();
+    let mut response = entry.response.as_deref();
     loop {
         let (encoding, payload) = match text {
             Some(t) => ("utf8", t[..keep].to_owned()),
@@ -135,24 +146,42 @@ pub(crate) fn encode(entry: &Entry, time: OffsetDateTime, limit: Option<usize>) 
             payload,
             payload_size: entry.payload.len(),
             payload_truncated: keep < entry.payload.len(),
-            transition: entry.transition.as_ref(),
-            response: entry.response.as_deref(),
+            transition_omitted: transition.is_none() && entry.transition.is_some(),
+            transition,
+            response_truncated: response.map(str::len) != entry.response.as_deref().map(str::len),
+            response,
         };
         // EntryJson holds only strings, numbers and JSON values: cannot fail.
         let line = serde_json::to_vec(&json).expect("a dead-letter entry serializes");
+        let cut = json.payload_truncated || json.transition_omitted || json.response_truncated;
         let over = match limit {
-            Some(limit) if line.len() > limit && keep > 0 => line.len() - limit,
-            _ => return (line, keep < entry.payload.len()),
+            Some(limit) if line.len() > limit => line.len() - limit,
+            _ => return (line, cut),
         };
-        // Remove as many raw bytes as the overshoot, scaled by how much one
-        // raw byte grows when encoded (4/3 for base64, more when escaped),
-        // so the cut lands close under the limit; it converges in a few rounds.
-        let growth = encoded_len as f64 / keep as f64;
-        keep = keep.saturating_sub((over as f64 / growth).ceil() as usize);
-        if let Some(t) = text {
-            while !t.is_char_boundary(keep) {
-                keep -= 1;
+        if transition.is_some() {
+            transition = None;
+        } else if keep > 0 {
+            // Remove as many raw bytes as the overshoot, scaled by how much
+            // one raw byte grows when encoded (4/3 for base64, more when
+            // escaped), so the cut lands close under the limit; it
+            // converges in a few rounds.
+            let growth = encoded_len as f64 / keep as f64;
+            keep = keep.saturating_sub((over as f64 / growth).ceil() as usize);
+            if let Some(t) = text {
+                while !t.is_char_boundary(keep) {
+                    keep -= 1;
+                }
             }
+        } else if let Some(r) = response.filter(|r| !r.is_empty()) {
+            let mut end = r.len().saturating_sub(over);
+            while !r.is_char_boundary(end) {
+                end -= 1;
+            }
+            response = Some(&r[..end]);
+        } else {
+            // Only the fixed fields are left, a few hundred bytes: no
+            // destination's limit is that small.
+            return (line, cut);
         }
     }
 }
@@ -399,7 +428,7 @@ async fn run(
             if truncated {
                 counters.payload_truncated.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    message = "Dead-letter payload truncated to fit the destination.",
+                    message = "Dead-letter entry cut to fit the destination (see payload_truncated, transition_omitted).",
                     size = r.entry.payload.len(),
                     destination = %sink.describe(),
                     stream = r.entry.origin.as_ref().map_or("", |o| &*o.stream),
@@ -558,6 +587,38 @@ mod tests {
             // Not cut needlessly short either.
             assert!(line.len() > SQS_MAX_MESSAGE - 1024, "{}", line.len());
         }
+    }
+
+    #[test]
+    fn an_oversized_undeliverable_transition_fits_by_leaving_out_its_copy() {
+        // The case that stalled a shard: an undeliverable transition whose
+        // body (the payload) and `transition` are each over the limit.
+        let name = "n".repeat(300_000);
+        let t = serde_json::json!({"transition_id": "t1", "job_sid": "JS1", "friendly_name": name});
+        let body = serde_json::to_vec(&t).unwrap();
+        let mut e = entry(&body);
+        e.output = Some("queue".into());
+        e.transition = Some(t);
+        e.response = Some("r".repeat(400_000));
+        let (line, cut) = encode(&e, OffsetDateTime::UNIX_EPOCH, Some(SQS_MAX_MESSAGE));
+        assert!(cut);
+        assert!(line.len() <= SQS_MAX_MESSAGE, "{}", line.len());
+        let v = decode(&line);
+        assert_eq!(v["transition_omitted"], true);
+        assert!(v["transition"].is_null());
+        assert_eq!(v["payload_truncated"], true);
+        assert_eq!(v["response_truncated"], true);
+        assert_eq!(v["output"], "queue");
+
+        // Small enough: nothing is left out, and the flags are absent.
+        let mut small = entry(b"{}");
+        small.transition = Some(serde_json::json!({"transition_id": "t2"}));
+        let (line, cut) = encode(&small, OffsetDateTime::UNIX_EPOCH, Some(SQS_MAX_MESSAGE));
+        assert!(!cut);
+        let v = decode(&line);
+        assert_eq!(v["transition"]["transition_id"], "t2");
+        assert!(v.get("transition_omitted").is_none());
+        assert!(v.get("response_truncated").is_none());
     }
 
     #[test]

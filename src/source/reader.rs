@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -142,8 +143,13 @@ impl ShardReader {
         };
         let mut iterator: Option<String> = None;
         let mut failures: u32 = 0;
+        // Consecutive GetShardIterator calls that Kinesis refused outright.
+        let mut refusals: u32 = 0;
         let mut empty_polls: u32 = 0;
         let mut next_call = Instant::now();
+        // When a record last arrived (or the reader started): how long the
+        // shard has been quiet decides whether it is dormant.
+        let mut last_record_at = Instant::now();
         sink.observe(&self.shard_id, ReaderEvent::Started);
         let _stopped = StoppedOnDrop(sink.clone(), self.shard_id.clone());
 
@@ -171,8 +177,25 @@ impl ShardReader {
                         got = self.get_iterator(&from) => got,
                     };
                     match got {
-                        Ok(it) => it,
-                        Err(e) => {
+                        Ok(it) => {
+                            refusals = 0;
+                            it
+                        }
+                        Err((e, refused)) => {
+                            refusals = if refused { refusals + 1 } else { 0 };
+                            // Kinesis keeps refusing this shard or this
+                            // checkpoint: retrying will not help, and the
+                            // warnings below look like a passing outage.
+                            // Say once, loudly, what the likely cause is.
+                            if refusals == REFUSALS_BEFORE_HINT {
+                                tracing::error!(
+                                    message = "Kinesis refuses to read this shard from its checkpoint; it will not be read until that changes. If the stream was deleted and created again under the same name, the store's checkpoints belong to the old stream: stop the workers and run `bulkwatch checkpoints reset --stream S --shard SHARD_ID` for each shard named in this error.",
+                                    stream = %self.stream,
+                                    shard = %self.shard_id,
+                                    from = ?from,
+                                    error = %format!("{e:#}"),
+                                );
+                            }
                             sink.observe(
                                 &self.shard_id,
                                 ReaderEvent::Failed {
@@ -316,6 +339,7 @@ impl ShardReader {
             if let Some(last) = records.last() {
                 let last_seq = last.origin.sequence_number.clone();
                 empty_polls = 0;
+                last_record_at = Instant::now();
                 if let Err(stop) = self.sink_process(&sink, records, millis_behind).await {
                     return ReaderExit::Stopped(stop);
                 }
@@ -332,7 +356,8 @@ impl ShardReader {
                     // idle interval, so idle shards cost almost nothing.
                     // Behind: poll again as soon as the rate limit allows.
                     if empty_polls > 0 && millis_behind.unwrap_or(0) == 0 {
-                        next_call = call_started + self.idle_wait(empty_polls);
+                        let quiet = call_started.saturating_duration_since(last_record_at);
+                        next_call = call_started + idle_wait(&self.poll, empty_polls, quiet);
                     }
                 }
                 None => {
@@ -361,20 +386,10 @@ impl ShardReader {
         sink.process(&self.shard_id, records, millis_behind).await
     }
 
-    /// The wait after `empty` consecutive empty polls: the base interval
-    /// for the first second or so (a job's next event often follows
-    /// quickly), then doubling up to the idle interval.
-    fn idle_wait(&self, empty: u32) -> Duration {
-        let base = self.poll.interval;
-        let grace_polls = 5;
-        if empty <= grace_polls {
-            return base;
-        }
-        base.saturating_mul(1u32 << (empty - grace_polls).min(10))
-            .min(self.poll.idle_interval)
-    }
-
-    async fn get_iterator(&self, from: &IteratorStart) -> anyhow::Result<String> {
+    /// A new iterator. The error says whether Kinesis refused the shard or
+    /// position itself (the shard is unknown, or the sequence number is
+    /// not in it), as opposed to failing to answer.
+    async fn get_iterator(&self, from: &IteratorStart) -> Result<String, (anyhow::Error, bool)> {
         let mut req = self
             .client
             .get_shard_iterator()
@@ -385,19 +400,93 @@ impl ShardReader {
             IteratorStart::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
             IteratorStart::AtTimestamp(t) => req
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(aws_sdk_kinesis::primitives::DateTime::from_nanos(
-                    t.unix_timestamp_nanos(),
-                )?),
+                .timestamp(
+                    aws_sdk_kinesis::primitives::DateTime::from_nanos(t.unix_timestamp_nanos())
+                        .map_err(|e| (anyhow::anyhow!(e), false))?,
+                ),
             IteratorStart::AfterSequence(s) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(s),
         };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!(crate::aws_error::describe(&e)))?;
-        out.shard_iterator()
-            .map(str::to_owned)
-            .ok_or_else(|| anyhow::anyhow!("GetShardIterator returned no iterator"))
+        let out = req.send().await.map_err(|e| {
+            let refused = matches!(
+                e.as_service_error(),
+                Some(
+                    GetShardIteratorError::ResourceNotFoundException(_)
+                        | GetShardIteratorError::InvalidArgumentException(_)
+                )
+            );
+            (anyhow::anyhow!(crate::aws_error::describe(&e)), refused)
+        })?;
+        out.shard_iterator().map(str::to_owned).ok_or_else(|| {
+            (
+                anyhow::anyhow!("GetShardIterator returned no iterator"),
+                false,
+            )
+        })
+    }
+}
+
+/// Refused GetShardIterator calls in a row before the reader says, once,
+/// that the checkpoint does not fit the stream. A shard that was just
+/// created can be refused briefly; five tries with backoff take ~6 s.
+const REFUSALS_BEFORE_HINT: u32 = 5;
+
+/// The wait after `empty` consecutive empty polls of a caught-up shard that
+/// has had no record for `quiet`: the base interval for the first second or
+/// so (a job's next event often follows quickly), then doubling up to the
+/// idle interval; once the shard has been quiet for `dormant_after`, the
+/// dormant interval.
+fn idle_wait(poll: &PollConfig, empty: u32, quiet: Duration) -> Duration {
+    if quiet >= poll.dormant_after {
+        return poll.dormant_interval;
+    }
+    let grace_polls = 5;
+    if empty <= grace_polls {
+        return poll.interval;
+    }
+    poll.interval
+        .saturating_mul(1u32 << (empty - grace_polls).min(10))
+        .min(poll.idle_interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_idle_shard_backs_off_to_the_idle_interval() {
+        let poll = PollConfig::default();
+        let waits: Vec<_> = (1..=9).map(|n| idle_wait(&poll, n, 3 * MS)).collect();
+        assert_eq!(
+            waits,
+            [200, 200, 200, 200, 200, 400, 800, 1000, 1000].map(|ms| ms * MS)
+        );
+    }
+
+    #[test]
+    fn a_shard_quiet_for_dormant_after_is_polled_at_the_dormant_interval() {
+        let poll = PollConfig::default();
+        let just_before = poll.dormant_after - MS;
+        assert_eq!(idle_wait(&poll, 300, just_before), poll.idle_interval);
+        assert_eq!(
+            idle_wait(&poll, 300, poll.dormant_after),
+            poll.dormant_interval
+        );
+        assert_eq!(poll.dormant_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn dormancy_is_off_when_its_interval_is_the_idle_interval() {
+        let poll = PollConfig {
+            dormant_interval: Duration::from_secs(1),
+            ..PollConfig::default()
+        };
+        assert_eq!(
+            idle_wait(&poll, 1_000, Duration::from_secs(3600)),
+            Duration::from_secs(1)
+        );
     }
 }

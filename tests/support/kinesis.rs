@@ -88,6 +88,50 @@ impl TestStream {
         stream
     }
 
+    /// Deletes the stream and creates it again under the same name with
+    /// `shards` shards, as an operator might: same name, new shards whose
+    /// sequence numbers have nothing to do with the old ones.
+    pub fn recreate(&self, shards: i32) {
+        self.rt
+            .block_on(self.client.delete_stream().stream_name(&self.name).send())
+            .unwrap_or_else(|e| panic!("DeleteStream {}: {}", self.name, chain(&e)));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let gone = self
+                .rt
+                .block_on(
+                    self.client
+                        .describe_stream_summary()
+                        .stream_name(&self.name)
+                        .send(),
+                )
+                .err()
+                .is_some_and(|e| {
+                    e.as_service_error()
+                        .is_some_and(|e| e.is_resource_not_found_exception())
+                });
+            if gone {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stream {} still there 60 s after DeleteStream",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.rt
+            .block_on(
+                self.client
+                    .create_stream()
+                    .stream_name(&self.name)
+                    .shard_count(shards)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("CreateStream {} again: {}", self.name, chain(&e)));
+        self.wait_active();
+    }
+
     /// Polls DescribeStreamSummary until the stream is ACTIVE (after a
     /// create or a split).
     pub fn wait_active(&self) {

@@ -27,6 +27,8 @@ use super::transitions::{Key, Seen, keys, listing};
 const DEFAULT_ENV: &[(&str, &str)] = &[
     ("BULKWATCH_POLL__INTERVAL", "200ms"),
     ("BULKWATCH_POLL__IDLE_INTERVAL", "300ms"),
+    // Never dormant: a test that waits a minute must still see events fast.
+    ("BULKWATCH_POLL__DORMANT_INTERVAL", "300ms"),
     ("BULKWATCH_SHUTDOWN_GRACE", "10s"),
     ("BULKWATCH_LOG_LEVEL", "info"),
     // The health and metrics endpoint listens on 0.0.0.0:9090 by default;

@@ -7,7 +7,8 @@
 //! state: whatever bulkwatch spends above this is its own work.
 //!
 //! It exits 0 when `--expect N` records were read, or (without --expect) when
-//! every shard has returned an empty batch with MillisBehindLatest 0. It
+//! every shard has returned an empty batch with MillisBehindLatest 0, or on
+//! SIGTERM (the idle measurement polls empty shards until stopped). It
 //! prints one JSON summary line to stderr.
 //!
 //!     bench-floor --stream NAME [--expect N] [--max-records 1000] [--interval-ms 200]
@@ -127,7 +128,12 @@ async fn main() {
         let (limit, interval) = (args.max_records, args.interval);
         tokio::spawn(async move { read_shard(client, stream, shard, limit, interval, n_shards, shared).await });
     }
-    shared.done.notified().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        _ = shared.done.notified() => {}
+        _ = term.recv() => {}
+    }
     eprintln!(
         "{{\"peer\":\"floor\",\"shards\":{},\"records\":{},\"undecodable\":{},\"get_records_calls\":{},\"elapsed_s\":{:.3}}}",
         n_shards,
