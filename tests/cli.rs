@@ -525,3 +525,16 @@ fn a_closed_stdout_ends_an_operator_command_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
     assert!(!stderr.contains("Broken pipe"), "stderr: {stderr}");
 }
+
+/// `jobs show ""` used to look the empty sid up and answer "no state for
+/// job  (…)"; an empty sid is a usage error.
+#[test]
+fn an_empty_job_sid_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_leases(dir.path());
+    let state = dir.path().to_str().unwrap();
+    let out = run(&["jobs", "show", "", "--state-dir", state], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", stderr_lines(&out));
+    let text = stderr_lines(&out).join("\n");
+    assert!(text.contains("JOB_SID"), "{text}");
+}

@@ -89,7 +89,7 @@ pub enum JobsCommand {
     /// store has no state for it.
     Show {
         /// The job's sid, e.g. JW0123456789abcdef0123456789abcdef.
-        #[arg(value_name = "JOB_SID")]
+        #[arg(value_name = "JOB_SID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         job_sid: String,
         #[command(flatten)]
         args: RunArgs,
@@ -693,6 +693,15 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
         assert!(!missing.exists(), "the state dir was created");
+
+        // A file where the directory should be is named as such.
+        let file = parent.path().join("a-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = match rt.block_on(open_operator_store(&config_in(&file), Some("s"))) {
+            Ok(_) => panic!("a file as state dir must be an error"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("is not a directory"), "{err}");
     }
 
     fn args() -> RunArgs {

@@ -30,7 +30,16 @@ use super::{DecodeError, Decoded};
 pub(super) fn decode_slow(json: &str, arrival: Option<OffsetDateTime>) -> Decoded {
     let value: Value = match serde_json::from_str(json) {
         Ok(v) => v,
-        Err(e) => return Decoded::Bad(DecodeError::NotJson(e.to_string())),
+        Err(e) => {
+            // JSON has no byte-order mark, and serde's "expected value at
+            // line 1 column 1" does not show the invisible character.
+            let why = if json.starts_with('\u{feff}') {
+                format!("starts with a byte-order mark (U+FEFF), which JSON does not allow ({e})")
+            } else {
+                e.to_string()
+            };
+            return Decoded::Bad(DecodeError::NotJson(why));
+        }
     };
     let Value::Object(obj) = &value else {
         return Decoded::Bad(DecodeError::NotObject {

@@ -430,6 +430,10 @@ fn bad_records_name_their_problem() {
             b"{} {}".to_vec(),
             "not JSON: trailing characters at line 1 column 4",
         ),
+        (
+            b"\xef\xbb\xbf{}".to_vec(),
+            "not JSON: starts with a byte-order mark (U+FEFF), which JSON does not allow (expected value at line 1 column 1)",
+        ),
         (b"[1,2]".to_vec(), "not an object: found array"),
         (b"\"x\"".to_vec(), "not an object: found string"),
         (b"42".to_vec(), "not an object: found integer"),

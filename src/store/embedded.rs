@@ -216,8 +216,13 @@ impl EmbeddedStore {
     /// instead of a new, empty store that lists nothing.
     pub fn open_existing(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
             return Err(anyhow!(
-                "state dir {} does not exist (is --state-dir, `state_dir` or BULKWATCH_STATE_DIR right?)",
+                "state dir {} {what} (is --state-dir, `state_dir` or BULKWATCH_STATE_DIR right?)",
                 dir.display()
             )
             .into());
@@ -248,8 +253,8 @@ impl EmbeddedStore {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(anyhow!(
-                    "state dir {} is in use by another bulkwatch process (its database {} is locked); \
-                     give each worker its own --state-dir",
+                    "state dir {} is in use by another bulkwatch process (its database {} is locked): \
+                     stop that worker first for an operator command, or give each worker its own --state-dir",
                     dir.display(),
                     path.display()
                 )
