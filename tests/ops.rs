@@ -310,7 +310,16 @@ mod endpoint {
         let before = Scrape::of(addr);
         assert_eq!(before.kind("bulkwatch_records_read_total"), "counter");
         assert_eq!(before.kind("bulkwatch_leases_held"), "gauge");
-        assert_eq!(before.sum("bulkwatch_leases_held", &[]), 2.0);
+        // Ready means the leases are held. (At start-up, before the first
+        // shard listing had created any lease, an empty table once read as
+        // "no shard left to read" and made the worker ready too early.)
+        assert_eq!(before.sum("bulkwatch_leases_held", &[]), 2.0, "{ready}");
+        assert!(
+            ready["checks"]["leases"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("holding 2 of 2")),
+            "{ready}"
+        );
         assert_eq!(before.sum("bulkwatch_leases_active", &[]), 2.0);
         assert!(
             before

@@ -88,6 +88,11 @@ struct State {
     running: HashMap<String, CancellationToken>,
     seen: HashMap<String, Seen>,
     last_shard_count: Option<usize>,
+    /// Whether a shard listing has succeeded (and created the missing
+    /// leases). Until then the lease table may be empty only because
+    /// nobody has created the leases yet: no view is published, so
+    /// readiness does not take it for "no shard left to read".
+    listed: bool,
     /// When the next lease held by another worker expires, if it does not
     /// move before then. The loop runs a cycle at that instant rather than
     /// up to one renew interval later, so a dead worker's shards are taken
@@ -111,6 +116,7 @@ impl Coordinator {
             running: HashMap::new(),
             seen: HashMap::new(),
             last_shard_count: None,
+            listed: false,
             next_expiry: None,
         };
         let mut renew = tokio::time::interval(self.lease.renew_interval);
@@ -124,15 +130,16 @@ impl Coordinator {
         // neither the renew tick nor the shutdown token is looked at. A
         // slow listing would then let this worker's leases lapse to another
         // worker while its readers still run, and hold SIGTERM up.
-        let mut syncing: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+        let mut syncing: Option<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = sync.tick(), if syncing.is_none() => {
                     syncing = Some(Box::pin(self.sync_shards()));
                 }
-                () = async { syncing.as_mut().expect("guarded").await }, if syncing.is_some() => {
+                listed = async { syncing.as_mut().expect("guarded").await }, if syncing.is_some() => {
                     syncing = None;
+                    st.listed |= listed;
                     self.cycle(&mut st, &sink, &shutdown).await;
                 }
                 _ = renew.tick() => self.cycle(&mut st, &sink, &shutdown).await,
@@ -230,19 +237,20 @@ impl Coordinator {
 
     /// Creates a lease for every shard that has none (new shards after a
     /// reshard, or every shard on a first start).
-    async fn sync_shards(&self) {
+    /// Returns whether the shards and leases could be listed.
+    async fn sync_shards(&self) -> bool {
         let shards = match list_shards(&self.client, &self.stream).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(message = "Could not list shards; will retry.", stream = %self.stream, error = %format!("{e:#}"));
-                return;
+                return false;
             }
         };
         let leases = match self.store.list_leases().await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(message = "Could not list leases; will retry.", stream = %self.stream, error = %e);
-                return;
+                return false;
             }
         };
         for new in leases_to_create(&shards, &leases, self.start_position) {
@@ -265,6 +273,7 @@ impl Coordinator {
                 tracing::debug!(message = "Could not record child shards.", shard = %parent, error = %e);
             }
         }
+        true
     }
 
     async fn cycle(&self, st: &mut State, sink: &Arc<dyn BatchSink>, shutdown: &CancellationToken) {
@@ -362,14 +371,16 @@ impl Coordinator {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        sink.leases_observed(lease_view(
-            &leases,
-            &held,
-            self.store.worker_id(),
-            &st.seen,
-            now,
-            self.lease.failover_time,
-        ));
+        if st.listed {
+            sink.leases_observed(lease_view(
+                &leases,
+                &held,
+                self.store.worker_id(),
+                &st.seen,
+                now,
+                self.lease.failover_time,
+            ));
+        }
         let by_shard: HashMap<&str, &Lease> =
             leases.iter().map(|l| (l.shard_id.as_str(), l)).collect();
         for shard in &held {
