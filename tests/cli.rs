@@ -538,3 +538,25 @@ fn an_empty_job_sid_is_a_usage_error() {
     let text = stderr_lines(&out).join("\n");
     assert!(text.contains("JOB_SID"), "{text}");
 }
+
+/// Without a region every AWS call failed with the SDK's "dispatch
+/// failure: missing signing region"; the setting is now named, as a
+/// configuration error (exit 2).
+#[test]
+fn a_missing_aws_region_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bulkwatch();
+    cmd.args(["run", "--stream", "s", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .current_dir(dir.path())
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-such-config"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let out = run_to_exit(cmd, BOUND);
+    let text = stderr_lines(&out).join("\n");
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no AWS region"), "{text}");
+    assert!(text.contains("AWS_REGION"), "{text}");
+}

@@ -209,6 +209,15 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
         let shutdown = shutdown::install().context("installing signal handlers")?;
         let stream: Arc<str> = Arc::from(config.stream()?);
         let aws = load_aws_config(&config.aws_timeouts).await;
+        // Without a region every call fails with the SDK's "missing signing
+        // region" deep in a dispatch error; name the setting instead.
+        if aws.region().is_none() {
+            return Err(crate::config::ConfigError(
+                "no AWS region: set AWS_REGION (or a `region` in the AWS profile); on ECS and EC2 it is found by itself"
+                    .into(),
+            )
+            .into());
+        }
         let client = aws_sdk_kinesis::Client::new(&aws);
 
         // Fail fast on a stream that is not there: a typo should be one
