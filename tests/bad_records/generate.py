@@ -153,7 +153,7 @@ add(
 
 # --- not JSON ---------------------------------------------------------------
 add("plain-text", b"hello, bulkwatch", "not JSON: expected value at line 1 column 1")
-add("utf8-bom", b"\xef\xbb\xbf" + seed_bytes(), "not JSON: expected value at line 1 column 1")
+add("utf8-bom", b"\xef\xbb\xbf" + seed_bytes(), "not JSON: starts with a byte-order mark (U+FEFF), which JSON does not allow (expected value at line 1 column 1)")
 truncated = seed_bytes()[:100]  # cut inside the "dataschema" string
 add("truncated", truncated, "not JSON: EOF while parsing a string at line 1 column 100")
 add("trailing-comma", b'{"id":"a",}', "not JSON: trailing comma at line 1 column 11")
