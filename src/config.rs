@@ -318,6 +318,25 @@ const SETTING_KEYS: &[&str] = &[
     "ops",
 ];
 
+/// Whether `rest` (what follows `BULKWATCH_<SECTION>_`) is, or nearly
+/// is, a key of that section: BULKWATCH_POLL_INTERVAL is a setting with
+/// one underscore too few, BULKWATCH_STORE_SECRET is no setting at all.
+/// A section whose default is absent (`dead_letter`) has no known keys
+/// here, and any such variable counts.
+fn names_a_key_of(section: &str, rest: &str) -> bool {
+    static DEFAULTS: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let defaults = DEFAULTS
+        .get_or_init(|| serde_json::to_value(Config::default()).unwrap_or(serde_json::Value::Null));
+    match defaults.get(section).and_then(serde_json::Value::as_object) {
+        None => true,
+        Some(keys) => {
+            let rest = rest.to_ascii_lowercase();
+            keys.keys()
+                .any(|k| *k == rest || strsim::damerau_levenshtein(k, &rest) <= 2)
+        }
+    }
+}
+
 /// Whether `key` (from a variable's name) looks like a misspelling of the
 /// setting `setting`: one or two edits away, and long enough that a
 /// variable which is no setting at all is not caught by chance.
@@ -432,7 +451,8 @@ impl Config {
                     || (SECTION_KEYS.contains(s)
                         && top.len() > s.len()
                         && top[..s.len()].eq_ignore_ascii_case(s)
-                        && top.as_bytes()[s.len()] == b'_')
+                        && top.as_bytes()[s.len()] == b'_'
+                        && names_a_key_of(s, &top[s.len() + 1..]))
                     || near_miss(s, top)
             })
         });
@@ -501,6 +521,19 @@ impl Config {
                 "`poll.dormant_interval` is {}; at most 4m, so a shard's iterator (valid 5 minutes) does not expire between polls",
                 humantime::format_duration(self.poll.dormant_interval)
             )));
+        }
+        // Zero would make a timer panic or every AWS call time out at once;
+        // neither is a setting anyone means.
+        for (key, d) in [
+            ("poll.shard_sync_interval", self.poll.shard_sync_interval),
+            ("lease.renew_interval", self.lease.renew_interval),
+            ("aws_timeouts.connect", self.aws_timeouts.connect),
+            ("aws_timeouts.operation", self.aws_timeouts.operation),
+            ("aws_timeouts.attempt", self.aws_timeouts.attempt),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError(format!("`{key}` must be more than 0")));
+            }
         }
         if self.lease.renew_interval >= self.lease.failover_time {
             return Err(ConfigError(
@@ -672,6 +705,36 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 
+    #[test]
+    fn zero_intervals_and_timeouts_are_refused() {
+        // Each used to pass `config check` and then panic (a zero tokio
+        // interval) or time every AWS call out in `run`.
+        let cases: [(&str, fn(&mut Config)); 5] = [
+            ("poll.shard_sync_interval", |c| {
+                c.poll.shard_sync_interval = Duration::ZERO
+            }),
+            ("lease.renew_interval", |c| {
+                c.lease.renew_interval = Duration::ZERO
+            }),
+            ("aws_timeouts.connect", |c| {
+                c.aws_timeouts.connect = Duration::ZERO
+            }),
+            ("aws_timeouts.attempt", |c| {
+                c.aws_timeouts.attempt = Duration::ZERO
+            }),
+            ("aws_timeouts.operation", |c| {
+                c.aws_timeouts.operation = Duration::ZERO;
+                c.aws_timeouts.attempt = Duration::ZERO;
+            }),
+        ];
+        for (key, set) in cases {
+            let mut c = Config::default();
+            set(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
     #[derive(Serialize)]
     struct NoOverrides {}
 
@@ -710,6 +773,14 @@ mod tests {
             jail.set_env("BULKWATCH_POLL_INTERVAL", "1s");
             let err = Config::load(None, &NoOverrides {}).unwrap_err().to_string();
             assert!(err.contains("poll_interval"), "{err}");
+            // A variable that starts like a section but names none of
+            // its keys is not a setting, and is left alone.
+            jail.clear_env();
+            jail.set_env("BULKWATCH_STREAM", "s");
+            jail.set_env("BULKWATCH_STORE_SECRET", "abc");
+            jail.set_env("BULKWATCH_OPS_TOKEN", "abc");
+            let c = Config::load(None, &NoOverrides {}).map_err(|e| e.to_string())?;
+            assert_eq!(c.stream.as_deref(), Some("s"));
             // A near miss of a top-level setting is an error too.
             jail.clear_env();
             jail.set_env("BULKWATCH_STATE_DIRR", "/x");
