@@ -709,7 +709,8 @@ mod tests {
     fn zero_intervals_and_timeouts_are_refused() {
         // Each used to pass `config check` and then panic (a zero tokio
         // interval) or time every AWS call out in `run`.
-        let cases: [(&str, fn(&mut Config)); 5] = [
+        type Set = fn(&mut Config);
+        let cases: [(&str, Set); 5] = [
             ("poll.shard_sync_interval", |c| {
                 c.poll.shard_sync_interval = Duration::ZERO
             }),
