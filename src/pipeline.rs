@@ -134,6 +134,7 @@ impl BatchSink for Pipeline {
                 self.metrics.kinesis_error(operation);
                 self.metrics.shard_beat(shard_id);
             }
+            ReaderEvent::Refused => self.metrics.shard_refused(shard_id),
             ReaderEvent::Pausing { wait } => self.metrics.shard_expect(shard_id, wait),
             ReaderEvent::WaitingForSlot => self.metrics.shard_park(shard_id),
             ReaderEvent::Polling => self.metrics.shard_beat(shard_id),

@@ -1159,7 +1159,12 @@ mod recreated_stream {
         let second = events::all_events(&events::jobs(4)[3..]);
         stream.put(&second);
 
-        let mut worker = Worker::start("after", &stream.name, state.path());
+        let mut worker = Worker::start_with(
+            "after",
+            &stream.name,
+            state.path(),
+            &[("BULKWATCH_OPS__LISTEN", "127.0.0.1:0")],
+        );
         let deadline = std::time::Instant::now() + LIVENESS;
         let hint = loop {
             worker.collect(Duration::from_millis(200));
@@ -1181,7 +1186,10 @@ mod recreated_stream {
         assert!(
             hint["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("bulkwatch checkpoints reset")),
+                .is_some_and(|m| m.contains(&format!(
+                    "bulkwatch checkpoints reset --stream {} --shard shardId-000000000000",
+                    stream.name
+                ))),
             "{hint}"
         );
         // Once, not per retry: wait through a few more refusals.
@@ -1193,6 +1201,24 @@ mod recreated_stream {
             .count();
         assert_eq!(times, 1, "the hint must be logged once");
         assert!(!worker.has_exited(), "the worker keeps running");
+        // And it is not ready: nothing of that shard flows until someone
+        // acts, which is what readiness is for.
+        let addr = worker
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "Health and metrics endpoint listening.")
+            .and_then(|l| l["address"].as_str().map(str::to_owned))
+            .expect("the health endpoint's address in the logs");
+        let mut probe = bulkwatch();
+        probe.args(["healthcheck", "--ready", "--addr", &addr]);
+        let out = run_to_exit(probe, LIVENESS);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "healthcheck --ready: {said}");
+        assert!(said.contains("Kinesis refuses to read"), "{said}");
         worker.sigterm();
         worker.wait_exit(EXIT_BOUND);
 

@@ -209,7 +209,18 @@ impl Health {
             Some(self.probe().await)
         };
 
+        let refused = self.metrics.refused_shards();
         let stream = match (&probe, stream_recent) {
+            // Kinesis answers, but will not let these shards be read from
+            // their checkpoints: nothing of theirs flows until an operator
+            // acts (the reader logged the way out at ERROR).
+            _ if !refused.is_empty() => (
+                false,
+                format!(
+                    "Kinesis refuses to read {} from its checkpoint (stream recreated? see the ERROR log)",
+                    refused.join(", ")
+                ),
+            ),
             (_, true) => (true, "GetRecords answered recently".to_owned()),
             (Some(p), false) => match &p.stream {
                 Ok(s) => (true, format!("ListShards answered ({} shards)", s.len())),

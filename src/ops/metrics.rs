@@ -218,6 +218,9 @@ struct ShardState {
     /// GetRecords calls answered, empty ones included: an idle shard's
     /// cost is its call rate.
     polls: u64,
+    /// Kinesis refuses to start the shard from its checkpoint (readiness),
+    /// until a GetRecords call answers.
+    refused: bool,
     records: u64,
     bytes: u64,
     checkpoints: u64,
@@ -467,6 +470,22 @@ impl Metrics {
     }
 
     /// Shards a reader runs on now.
+    /// Kinesis refuses to start this shard from its checkpoint.
+    pub fn shard_refused(&self, shard: &Arc<str>) {
+        let mut shards = lock(&self.inner.shards);
+        shards.entry(shard.clone()).or_default().refused = true;
+    }
+
+    /// Shards being read that Kinesis refuses to start from their
+    /// checkpoints (readiness names them).
+    pub fn refused_shards(&self) -> Vec<Arc<str>> {
+        lock(&self.inner.shards)
+            .iter()
+            .filter(|(_, s)| s.reading && s.refused)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     pub fn readers_running(&self) -> usize {
         lock(&self.inner.shards)
             .values()
@@ -481,6 +500,7 @@ impl Metrics {
         let mut shards = lock(&self.inner.shards);
         let s = shards.entry(shard.clone()).or_default();
         s.polls += 1;
+        s.refused = false;
         s.millis_behind = millis_behind;
         s.heartbeat.beat();
         if records == 0 && millis_behind.unwrap_or(0) == 0 {

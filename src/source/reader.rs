@@ -84,6 +84,9 @@ pub enum ReaderEvent {
     },
     /// A Kinesis call failed and will be retried.
     Failed { operation: &'static str },
+    /// Kinesis keeps refusing to start this shard from its checkpoint (see
+    /// the ERROR log); it stays so until a GetRecords call answers.
+    Refused,
     /// The reader waits this long before its next call (pacing, an idle
     /// shard, a retry's backoff): it is alive meanwhile (liveness).
     Pausing { wait: Duration },
@@ -187,9 +190,15 @@ impl ShardReader {
                             // checkpoint: retrying will not help, and the
                             // warnings below look like a passing outage.
                             // Say once, loudly, what the likely cause is.
+                            if refusals >= REFUSALS_BEFORE_HINT {
+                                sink.observe(&self.shard_id, ReaderEvent::Refused);
+                            }
                             if refusals == REFUSALS_BEFORE_HINT {
                                 tracing::error!(
-                                    message = "Kinesis refuses to read this shard from its checkpoint; it will not be read until that changes. If the stream was deleted and created again under the same name, the store's checkpoints belong to the old stream: stop the workers and run `bulkwatch checkpoints reset --stream S --shard SHARD_ID` for each shard named in this error.",
+                                    message = %format!(
+                                        "Kinesis refuses to read this shard from its checkpoint; it will not be read until that changes. If the stream was deleted and created again under the same name, the store's checkpoints belong to the old stream: stop the workers and run `bulkwatch checkpoints reset --stream {} --shard {}` (and the same for any other shard named so).",
+                                        self.stream, self.shard_id
+                                    ),
                                     stream = %self.stream,
                                     shard = %self.shard_id,
                                     from = ?from,
