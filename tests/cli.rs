@@ -529,7 +529,7 @@ fn a_closed_stdout_ends_an_operator_command_quietly() {
 /// `jobs show ""` used to look the empty sid up and answer "no state for
 /// job  (…)"; an empty sid is a usage error.
 #[test]
-fn an_empty_job_sid_is_a_usage_error() {
+fn an_empty_job_sid_or_shard_id_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     store_with_leases(dir.path());
     let state = dir.path().to_str().unwrap();
@@ -537,6 +537,24 @@ fn an_empty_job_sid_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{:?}", stderr_lines(&out));
     let text = stderr_lines(&out).join("\n");
     assert!(text.contains("JOB_SID"), "{text}");
+    // So is an empty shard id for `checkpoints reset`.
+    let out = run(
+        &[
+            "checkpoints",
+            "reset",
+            "--stream",
+            "s",
+            "--shard",
+            "",
+            "--state-dir",
+            state,
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{:?}", stderr_lines(&out));
+    let text = stderr_lines(&out).join("\n");
+    assert!(text.contains("SHARD_ID"), "{text}");
 }
 
 /// Without a region every AWS call failed with the SDK's "dispatch

@@ -62,7 +62,7 @@ pub enum CheckpointsCommand {
     /// shard has no lease or checkpoint.
     Reset {
         /// The shard id, e.g. shardId-000000000001.
-        #[arg(long, value_name = "SHARD_ID")]
+        #[arg(long, value_name = "SHARD_ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         shard: String,
         #[command(flatten)]
         args: RunArgs,
