@@ -97,20 +97,7 @@ impl TestStream {
             .unwrap_or_else(|e| panic!("DeleteStream {}: {}", self.name, chain(&e)));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let gone = self
-                .rt
-                .block_on(
-                    self.client
-                        .describe_stream_summary()
-                        .stream_name(&self.name)
-                        .send(),
-                )
-                .err()
-                .is_some_and(|e| {
-                    e.as_service_error()
-                        .is_some_and(|e| e.is_resource_not_found_exception())
-                });
-            if gone {
+            if matches!(self.status(), Ok(None)) {
                 break;
             }
             assert!(
@@ -132,24 +119,34 @@ impl TestStream {
         self.wait_active();
     }
 
+    /// The stream's status; `Ok(None)` when it does not exist.
+    fn status(&self) -> Result<Option<StreamStatus>, String> {
+        let answer = self.rt.block_on(
+            self.client
+                .describe_stream_summary()
+                .stream_name(&self.name)
+                .send(),
+        );
+        match answer {
+            Ok(o) => Ok(o
+                .stream_description_summary()
+                .map(|s| s.stream_status().clone())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(chain(&e)),
+        }
+    }
+
     /// Polls DescribeStreamSummary until the stream is ACTIVE (after a
     /// create or a split).
     pub fn wait_active(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let status = self
-                .rt
-                .block_on(
-                    self.client
-                        .describe_stream_summary()
-                        .stream_name(&self.name)
-                        .send(),
-                )
-                .map(|o| {
-                    o.stream_description_summary()
-                        .map(|s| s.stream_status().clone())
-                });
-            match status {
+            match self.status() {
                 Ok(Some(StreamStatus::Active)) => return,
                 other if Instant::now() > deadline => {
                     panic!("stream {} is not ACTIVE after 60 s: {other:?}", self.name)
