@@ -1246,3 +1246,90 @@ mod recreated_stream {
         assert!(worker.wait_exit(EXIT_BOUND).success());
     }
 }
+
+// (l) `bulkwatch run | head`: the reader of stdout goes away. The worker
+// used to retry the closed pipe until `delivery.max_record_age` and then
+// dead-letter every transition of the stream; it now stops at once, exit 0
+// like a command-line tool on a closed pipe, with nothing checkpointed
+// past what it could not write, so the next run prints it.
+mod stdout_closed {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    use super::support::events;
+    use super::support::kinesis::TestStream;
+    use super::support::localstack;
+    use super::support::transitions::{Seen, keys};
+    use super::support::worker::{Worker, bulkwatch, spawn};
+    use super::*;
+
+    #[test]
+    fn a_closed_stdout_stops_the_worker_and_loses_nothing() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "stdout-closed", 1);
+        // Well over a pipe's 64 KiB of transitions, so the worker cannot
+        // write them all before the reader hangs up.
+        let evs = events::all_events(&events::jobs(60));
+        let want = events::expected(&evs);
+        assert!(want.len() > 200, "{} transitions", want.len());
+        stream.put(&evs);
+        let state = state_dir();
+
+        let stderr_path = state.path().join("first-run.stderr");
+        let mut cmd = bulkwatch();
+        cmd.args(["run", "--stream", &stream.name, "--state-dir"])
+            .arg(state.path().join("state"))
+            .args(["--health-listen", "off", "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let mut child = spawn(&mut cmd).expect("starting bulkwatch run");
+        // Read one transition, then hang up, as `head -n 1` does.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let first = Seen::parse(first.trim_end()).expect("a transition line");
+
+        let deadline = Instant::now() + LIVENESS;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "bulkwatch still runs {LIVENESS:?} after its stdout was closed:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit after stdout closed:\n{stderr}"
+        );
+        assert_eq!(
+            stderr.matches("stdout was closed").count(),
+            1,
+            "one line says why it stopped:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("dead-letter") && !stderr.contains("Dead-letter"),
+            "nothing may be dead-lettered for a closed stdout:\n{stderr}"
+        );
+
+        // The next run prints everything the first could not.
+        let mut worker = Worker::start("second", &stream.name, &state.path().join("state"));
+        let rest: std::collections::BTreeSet<_> =
+            want.iter().filter(|k| **k != first.key).cloned().collect();
+        worker.wait_for_keys(&rest, &[], LIVENESS);
+        worker.sigterm();
+        assert!(worker.wait_exit(EXIT_BOUND).success());
+        let mut all = keys(worker.transitions());
+        all.insert(first.key);
+        assert_eq!(all, want);
+    }
+}

@@ -259,6 +259,16 @@ pub fn run(config: Config) -> anyhow::Result<ExitCode> {
             .await
             .context("starting outputs")?;
         metrics.attach_outputs(&outputs);
+        {
+            // An output that can never deliver again (stdout closed) stops
+            // the outputs; the worker then stops too, with nothing past
+            // them checkpointed.
+            let (stop, outputs_stopped) = (shutdown.clone(), outputs_stop.clone());
+            tokio::spawn(async move {
+                outputs_stopped.cancelled().await;
+                stop.cancel();
+            });
+        }
         if let Some(listener) = listener {
             let addr = listener.local_addr().ok();
             let h = Health::new(

@@ -31,10 +31,9 @@ impl StdoutSink {
 
 #[async_trait]
 impl Sink for StdoutSink {
-    async fn send(&mut self, items: &[&Item], _ctx: &SendContext) -> Vec<Outcome> {
+    async fn send(&mut self, items: &[&Item], ctx: &SendContext) -> Vec<Outcome> {
         let buf = lines(items);
-        // Flushing is what makes the lines leave the process; a closed pipe
-        // (EPIPE) is retried like any failure rather than dropped.
+        // Flushing is what makes the lines leave the process.
         let res = async {
             self.out.write_all(&buf).await?;
             self.out.flush().await
@@ -42,6 +41,18 @@ impl Sink for StdoutSink {
         .await;
         let outcome = match res {
             Ok(()) => Outcome::Delivered,
+            // A closed pipe (`bulkwatch run | head`) never opens again:
+            // retrying would only end in dead-lettering every transition of
+            // the stream. Stop instead, as a command-line tool does, with
+            // nothing acknowledged past what was written.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                tracing::warn!(
+                    message = "stdout was closed (whoever read the transitions went away); stopping. Nothing is checkpointed past the transitions not written: the next run reads them again.",
+                    transitions = items.len(),
+                );
+                ctx.stop_worker();
+                Outcome::NotSent
+            }
             Err(e) => Outcome::retry(format!("writing to stdout: {e}")),
         };
         vec![outcome; items.len()]

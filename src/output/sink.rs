@@ -77,6 +77,14 @@ impl SendContext {
         self.stop.is_cancelled()
     }
 
+    /// This output can never deliver again (its stdout was closed): stop
+    /// every output now, which also stops the worker (`cli::run` watches
+    /// for it). Nothing pending is acknowledged, so nothing is checkpointed
+    /// past it and the next run reads it again.
+    pub(crate) fn stop_worker(&self) {
+        self.stop.cancel();
+    }
+
     /// A request that lasts at most `timeout` starts: the output is alive
     /// until then even if nothing else happens (liveness).
     pub(crate) fn request_started(&self, timeout: Duration) {
