@@ -185,6 +185,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The shards whose leases this worker holds, as its store knows them.
+    fn held_shards(&self) -> HashSet<String> {
+        self.store
+            .held_leases()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    }
+
     async fn release(&self, shard: &str) {
         match self.store.release_lease(shard).await {
             Ok(()) => {
@@ -319,12 +328,7 @@ impl Coordinator {
         }
 
         // 3. Take or steal.
-        let held: HashSet<String> = self
-            .store
-            .held_leases()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        let held = self.held_shards();
         st.next_expiry = next_expiry(
             &leases,
             &held,
@@ -365,12 +369,8 @@ impl Coordinator {
         }
 
         // 4. Start readers for held leases whose parents are done.
-        let held: HashSet<String> = self
-            .store
-            .held_leases()
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect();
+        // Again: the takes above changed it.
+        let held = self.held_shards();
         if st.listed {
             sink.leases_observed(lease_view(
                 &leases,
