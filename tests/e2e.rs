@@ -1264,6 +1264,41 @@ mod stdout_closed {
     use super::support::worker::{Worker, bulkwatch, spawn};
     use super::*;
 
+    /// On a quiet stream no write finds the closed pipe: the worker must
+    /// notice by itself (it used to run until the next transition came).
+    #[test]
+    fn a_closed_stdout_stops_the_worker_on_a_quiet_stream_too() {
+        let env = localstack::require();
+        let stream = TestStream::create(env, "stdout-quiet", 1);
+        let state = state_dir();
+        let stderr_path = state.path().join("stderr");
+        let mut cmd = bulkwatch();
+        cmd.args(["run", "--stream", &stream.name, "--state-dir"])
+            .arg(state.path().join("state"))
+            .args(["--health-listen", "off", "--log-format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let mut child = spawn(&mut cmd).expect("starting bulkwatch run");
+        drop(child.stdout.take());
+        let deadline = Instant::now() + LIVENESS;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "bulkwatch still runs {LIVENESS:?} after its stdout was closed on a quiet stream:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert_eq!(stderr.matches("stdout was closed").count(), 1, "{stderr}");
+    }
+
     #[test]
     fn a_closed_stdout_stops_the_worker_and_loses_nothing() {
         let env = localstack::require();

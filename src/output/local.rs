@@ -22,11 +22,53 @@ pub(crate) struct StdoutSink {
 }
 
 impl StdoutSink {
-    pub(crate) fn new() -> Self {
+    /// `stop` is the outputs' stop token. A watcher checks once a second
+    /// whether the reader of stdout has gone: on a quiet stream no write
+    /// would find out, and `bulkwatch run | head` would never end.
+    pub(crate) fn new(stop: &CancellationToken) -> Self {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+                if stdout_hung_up() {
+                    stdout_closed(&stop, 0);
+                    return;
+                }
+            }
+        });
         Self {
             out: tokio::io::stdout(),
         }
     }
+}
+
+/// Whether stdout is a pipe whose reader has closed it (POLLERR/POLLHUP
+/// on the write end). A terminal, a file or /dev/null never is.
+fn stdout_hung_up() -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(&out, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+}
+
+/// Stops every output, and with them the worker, saying why once.
+fn stdout_closed(stop: &CancellationToken, unwritten: usize) {
+    if stop.is_cancelled() {
+        return;
+    }
+    tracing::warn!(
+        message = "stdout was closed (whoever read the transitions went away); stopping. Nothing is checkpointed past the transitions not written: the next run reads them again.",
+        transitions = unwritten,
+    );
+    stop.cancel();
 }
 
 #[async_trait]
@@ -46,11 +88,7 @@ impl Sink for StdoutSink {
             // the stream. Stop instead, as a command-line tool does, with
             // nothing acknowledged past what was written.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                tracing::warn!(
-                    message = "stdout was closed (whoever read the transitions went away); stopping. Nothing is checkpointed past the transitions not written: the next run reads them again.",
-                    transitions = items.len(),
-                );
-                ctx.stop_worker();
+                stdout_closed(ctx.stop_token(), items.len());
                 Outcome::NotSent
             }
             Err(e) => Outcome::retry(format!("writing to stdout: {e}")),

@@ -157,7 +157,7 @@ impl Outputs {
             let name = c.name_or_default(i);
             let filter = Filter::new(&c.filter).with_context(|| format!("output {name:?}"))?;
             let sink: Box<dyn Sink> = match &c.kind {
-                OutputKind::Stdout(_) => Box::new(local::StdoutSink::new()),
+                OutputKind::Stdout(_) => Box::new(local::StdoutSink::new(&shutdown)),
                 OutputKind::File(f) => Box::new(
                     local::FileSink::open(&f.path, &shutdown)
                         .await

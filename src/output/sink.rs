@@ -77,12 +77,12 @@ impl SendContext {
         self.stop.is_cancelled()
     }
 
-    /// This output can never deliver again (its stdout was closed): stop
-    /// every output now, which also stops the worker (`cli::run` watches
-    /// for it). Nothing pending is acknowledged, so nothing is checkpointed
-    /// past it and the next run reads it again.
-    pub(crate) fn stop_worker(&self) {
-        self.stop.cancel();
+    /// The outputs' stop token. An output that can never deliver again
+    /// (its stdout was closed) cancels it: every output stops, and the
+    /// worker with them (`cli::run` watches for it). Nothing pending is
+    /// acknowledged, so nothing is checkpointed past it.
+    pub(crate) fn stop_token(&self) -> &CancellationToken {
+        &self.stop
     }
 
     /// A request that lasts at most `timeout` starts: the output is alive
